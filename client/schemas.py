@@ -1,0 +1,218 @@
+"""The HTTP API's wire contract, shared by the service and the SDK.
+
+The FastAPI service imports these models for its request bodies and `response_model`s, so this
+module is the single source of truth for what goes over the wire. It depends on pydantic only.
+
+Request models forbid unknown fields (a misspelt option is a 422, not silently ignored);
+response models ignore unknown fields so that an older SDK keeps working against a newer server.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "DEFAULT_FRACTION",
+    "CheckpointInfo",
+    "DatastoreList",
+    "DatastoreSummary",
+    "ErrorBody",
+    "ErrorCode",
+    "ErrorResponse",
+    "Job",
+    "JobStatus",
+    "Message",
+    "ProjectorInfo",
+    "SelectRequest",
+    "SelectResponse",
+    "SelectedExample",
+    "TargetExample",
+    "Timings",
+]
+
+DEFAULT_FRACTION = 0.05
+"""Share of the pool selected when a request gives neither `k` nor `fraction` (the paper's 5 %)."""
+
+ErrorCode = Literal[
+    "unauthorized",  # 401
+    "not_found",  # 404
+    "invalid_request",  # 400, 422
+    "conflict",  # 409
+    "rate_limited",  # 429
+    "overloaded",  # 503
+    "timeout",  # 504
+    "internal",  # 500
+]
+"""The error codes the service puts in `ErrorBody.code`, with their HTTP status."""
+
+JobStatus = Literal["queued", "running", "succeeded", "failed"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Message(_Request):
+    """One chat turn of a target example."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class TargetExample(_Request):
+    """A few-shot example of the task to select training data for.
+
+    Give either `messages` (a chat, at least one assistant turn with content) or `prompt` and
+    `completion`. The gradient is taken on the assistant turns, or on the completion.
+    """
+
+    id: str | None = None
+    messages: list[Message] | None = None
+    prompt: str | None = None
+    completion: str | None = None
+    subtask: str | None = Field(
+        default=None, description="Group label; with aggregate='max' each subtask scores alone."
+    )
+
+    @model_validator(mode="after")
+    def _one_format(self) -> TargetExample:
+        has_chat = self.messages is not None
+        has_pair = self.prompt is not None or self.completion is not None
+        if has_chat and has_pair:
+            raise ValueError("give either 'messages' or 'prompt' and 'completion', not both")
+        if has_chat:
+            if not any(m.role == "assistant" and m.content.strip() for m in self.messages or []):
+                raise ValueError(
+                    "'messages' needs at least one assistant turn with non-empty content"
+                )
+        elif self.prompt is None or self.completion is None:
+            raise ValueError("give either 'messages' or both 'prompt' and 'completion'")
+        elif not self.completion.strip():
+            raise ValueError("'completion' must not be empty")
+        return self
+
+
+class SelectRequest(_Request):
+    """Body of `POST /v1/datastores/{name}/select` and `POST /v1/datastores/{name}/jobs`."""
+
+    targets: list[TargetExample] = Field(min_length=1)
+    k: int | None = Field(default=None, ge=1, description="Number of training examples to return.")
+    fraction: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description=f"Share of the pool to return; {DEFAULT_FRACTION} when k is not given.",
+    )
+    checkpoints: list[str] | None = Field(
+        default=None, min_length=1, description="Checkpoint names to score with; all if omitted."
+    )
+    aggregate: Literal["max", "mean"] = Field(
+        default="max", description="How scores against several subtasks combine."
+    )
+    return_scores: bool = True
+
+    @model_validator(mode="after")
+    def _size(self) -> SelectRequest:
+        if self.k is not None and self.fraction is not None:
+            raise ValueError("give either 'k' or 'fraction', not both")
+        if self.k is None and self.fraction is None:
+            # Set here rather than as a field default so that the body (and the echo of it in
+            # logs) always states the size that was asked for.
+            self.fraction = DEFAULT_FRACTION
+        return self
+
+
+class SelectedExample(_Response):
+    """One selected training example, in rank order; also one line of a job's JSONL result."""
+
+    id: str
+    score: float | None
+    subtask: str | None
+
+
+class Timings(_Response):
+    """Where a selection request spent its time, in milliseconds."""
+
+    gradient_ms: float
+    search_ms: float
+    queue_ms: float = 0
+    total_ms: float
+
+
+class SelectResponse(_Response):
+    """Result of a selection: training example IDs ranked by influence on the targets."""
+
+    datastore: str
+    datastore_version: str
+    selected: list[SelectedExample]
+    n_candidates: int
+    timings: Timings
+    cached: bool = False
+
+
+class CheckpointInfo(_Response):
+    """A checkpoint of the warmup run that the datastore holds features for."""
+
+    name: str
+    lr: float
+    weight: float
+
+
+class ProjectorInfo(_Response):
+    """The random projection the datastore's features were made with."""
+
+    kind: str
+    dim: int
+    seed: int
+    scope: str
+
+
+class DatastoreSummary(_Response):
+    """What `GET /v1/datastores/{name}` tells about one datastore's published version."""
+
+    name: str
+    version: str
+    model_id: str
+    n_examples: int
+    checkpoints: list[CheckpointInfo]
+    projector: ProjectorInfo
+    feature_dtype: str
+    created_at: str
+
+
+class DatastoreList(_Response):
+    """Body of `GET /v1/datastores`: the datastores the caller's team may use."""
+
+    datastores: list[DatastoreSummary]
+
+
+class ErrorBody(_Response):
+    """Machine-readable `code` (see `ErrorCode`) and a human-readable `message`."""
+
+    code: str
+    message: str
+
+
+class ErrorResponse(_Response):
+    """Body of every error answer: `{"error": {"code": ..., "message": ...}}`."""
+
+    error: ErrorBody
+
+
+class Job(_Response):
+    """A selection running in the background (`POST /v1/datastores/{name}/jobs`)."""
+
+    id: str
+    datastore: str
+    status: JobStatus
+    progress: float = Field(ge=0, le=1)
+    created_at: str
+    updated_at: str
+    n_selected: int | None = None
+    error: ErrorBody | None = None
