@@ -1,0 +1,204 @@
+"""Typed, self-checking configuration for every stage, with the paper's defaults.
+
+Each dataclass is frozen, validates itself in ``__post_init__`` (raising ``ConfigError``) and
+serialises with ``to_dict()`` so that it can be written into a datastore manifest verbatim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from less_core.errors import ConfigError
+
+ProjectorKind = Literal["rademacher", "sjlt"]
+ProjectionScope = Literal["whole", "per_module"]
+FeatureKind = Literal["adam", "sgd"]
+EpsPlacement = Literal["inside", "outside"]
+Aggregate = Literal["max", "mean"]
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class _Config:
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(data) - set(names)
+        if unknown:
+            raise ConfigError(f"{cls.__name__}: unknown field(s) {sorted(unknown)}")
+        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class LoraSettings(_Config):
+    """LoRA placement. Paper (7B): rank 128, alpha 512, dropout 0.1 on q/k/v/o."""
+
+    rank: int = field(default=128, metadata={"help": "LoRA rank r"})
+    alpha: float = field(default=512.0, metadata={"help": "LoRA alpha; scaling is alpha / rank"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input during warmup"})
+    target_modules: tuple[str, ...] = field(
+        default=("q_proj", "k_proj", "v_proj", "o_proj"),
+        metadata={"help": "names of the linear layers that get adapters"},
+    )
+    layers: tuple[int, ...] | None = field(
+        default=None, metadata={"help": "only these decoder layers get adapters (None: all)"}
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.rank >= 1, f"LoRA rank must be >= 1, got {self.rank}")
+        _check(self.alpha > 0, f"LoRA alpha must be > 0, got {self.alpha}")
+        _check(0.0 <= self.dropout < 1.0, f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        _check(len(self.target_modules) > 0, "LoRA target_modules must not be empty")
+        if self.layers is not None:
+            _check(all(i >= 0 for i in self.layers), "LoRA layers must be non-negative indices")
+
+
+@dataclass(frozen=True)
+class TokenizationConfig(_Config):
+    """How examples become token ids and loss masks."""
+
+    max_length: int = field(default=2048, metadata={"help": "truncate sequences to this many tokens"})
+
+    def __post_init__(self) -> None:
+        _check(self.max_length >= 2, f"max_length must be >= 2, got {self.max_length}")
+
+
+@dataclass(frozen=True)
+class WarmupConfig(_Config):
+    """Warmup LoRA training on a random fraction of the pool (paper: 5 %, 4 epochs)."""
+
+    fraction: float = field(default=0.05, metadata={"help": "fraction of the pool to train on"})
+    seed: int = field(default=0, metadata={"help": "seed for the subset draw and training"})
+    epochs: int = field(default=4, metadata={"help": "epochs; one checkpoint is saved per epoch"})
+    learning_rate: float = field(default=2e-5, metadata={"help": "peak learning rate"})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "linear warmup share of steps"})
+    lr_scheduler: str = field(default="linear", metadata={"help": "HF scheduler name"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    batch_size: int = field(default=1, metadata={"help": "per-device micro batch"})
+    gradient_accumulation: int = field(default=32, metadata={"help": "micro batches per step"})
+    bf16: bool = field(default=False, metadata={"help": "train in bf16 (GPU)"})
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.fraction <= 1.0, f"warmup fraction must be in (0, 1], got {self.fraction}")
+        _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _check(self.learning_rate > 0, "learning_rate must be > 0")
+        _check(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)")
+        _check(self.batch_size >= 1 and self.gradient_accumulation >= 1, "batch sizes must be >= 1")
+
+
+@dataclass(frozen=True)
+class ProjectionConfig(_Config):
+    """Random projection Π (P x d). The matrix is a pure function of (seed, kind, P, d)."""
+
+    kind: ProjectorKind = field(
+        default="rademacher", metadata={"help": "rademacher (dense ±1, LESS/TRAK) or sjlt (sparse JL)"}
+    )
+    dim: int = field(default=8192, metadata={"help": "projected dimension P"})
+    seed: int = field(default=0, metadata={"help": "projector seed; stored in the manifest"})
+    scope: ProjectionScope = field(
+        default="whole",
+        metadata={
+            "help": "whole: one projection of the full LoRA gradient (computed block by block); "
+            "per_module: each LoRA module projected on its own, results concatenated"
+        },
+    )
+    sjlt_nnz: int = field(default=4, metadata={"help": "non-zeros per input coordinate (sjlt)"})
+    dense_cache_mb: int = field(
+        default=1024,
+        metadata={"help": "memory for keeping generated dense blocks; beyond it they are regenerated"},
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.kind in ("rademacher", "sjlt"), f"unknown projector kind {self.kind!r}")
+        _check(self.scope in ("whole", "per_module"), f"unknown projection scope {self.scope!r}")
+        _check(self.dim >= 1, f"projection dim must be >= 1, got {self.dim}")
+        _check(0 <= self.seed < 2**32, f"projector seed must be in [0, 2**32), got {self.seed}")
+        _check(self.sjlt_nnz >= 1, "sjlt_nnz must be >= 1")
+        if self.kind == "sjlt":
+            _check(self.dim % self.sjlt_nnz == 0, "sjlt needs dim divisible by sjlt_nnz")
+        _check(self.dense_cache_mb >= 0, "dense_cache_mb must be >= 0")
+
+
+@dataclass(frozen=True)
+class AdamFeatureConfig(_Config):
+    """The virtual Adam step applied to training gradients (SPEC §2.3).
+
+    The default reproduces the LESS reference: eps inside the square root, no bias correction.
+    Betas and eps are read from the checkpoint's optimizer state unless overridden here.
+    """
+
+    eps_placement: EpsPlacement = field(
+        default="inside", metadata={"help": "inside: m/sqrt(v+eps) (LESS); outside: m/(sqrt(v)+eps)"}
+    )
+    bias_correction: bool = field(default=False, metadata={"help": "apply Adam bias correction"})
+    betas: tuple[float, float] | None = field(
+        default=None, metadata={"help": "override the optimizer state's betas"}
+    )
+    eps: float | None = field(default=None, metadata={"help": "override the optimizer state's eps"})
+
+    def __post_init__(self) -> None:
+        _check(self.eps_placement in ("inside", "outside"), "eps_placement: inside|outside")
+        if self.betas is not None:
+            _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas in [0,1)")
+        if self.eps is not None:
+            _check(self.eps > 0, "eps must be > 0")
+
+
+@dataclass(frozen=True)
+class BuildConfig(_Config):
+    """Datastore build: batching, dtypes and the FAISS index."""
+
+    batch_size: int = field(default=16, metadata={"help": "examples per forward/backward"})
+    feature_dtype: Literal["float16", "float32"] = field(
+        default="float16", metadata={"help": "on-disk dtype of the normalized features"}
+    )
+    index_factory: str = field(
+        default="Flat",
+        metadata={"help": "faiss index_factory string; anything but Flat is approximate (opt-in)"},
+    )
+    sort_by_length: bool = field(
+        default=True, metadata={"help": "batch similar lengths together to cut padding"}
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "batch_size must be >= 1")
+        _check(self.feature_dtype in ("float16", "float32"), "feature_dtype: float16|float32")
+
+
+@dataclass(frozen=True)
+class SelectionConfig(_Config):
+    """Top-k or top-fraction selection over a datastore (SPEC §2.7)."""
+
+    k: int | None = field(default=None, metadata={"help": "select this many examples"})
+    fraction: float | None = field(default=None, metadata={"help": "or this fraction of the pool"})
+    aggregate: Aggregate = field(default="max", metadata={"help": "over subtasks: max or mean"})
+    checkpoints: tuple[str, ...] | None = field(
+        default=None, metadata={"help": "restrict to these checkpoints (weights renormalised)"}
+    )
+
+    def __post_init__(self) -> None:
+        _check(not (self.k is not None and self.fraction is not None), "give k or fraction, not both")
+        if self.k is not None:
+            _check(self.k >= 1, f"k must be >= 1, got {self.k}")
+        if self.fraction is not None:
+            _check(0.0 < self.fraction <= 1.0, f"fraction must be in (0, 1], got {self.fraction}")
+        _check(self.aggregate in ("max", "mean"), f"aggregate must be max or mean, got {self.aggregate!r}")
+
+    def resolve_k(self, n: int) -> int:
+        """Number of examples to return from a pool of ``n`` (default 5 %)."""
+        if self.k is not None:
+            if self.k > n:
+                raise ConfigError(f"k={self.k} exceeds the pool size {n}")
+            return self.k
+        fraction = 0.05 if self.fraction is None else self.fraction
+        return max(1, min(n, round(fraction * n)))

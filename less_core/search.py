@@ -1,0 +1,127 @@
+"""Exact top-k selection over stored features, scanned block by block (SPEC §2.7).
+
+Features of each checkpoint are (N, P) row-major matrices (numpy memmaps in practice). The score
+of row z for subtask s is sum_c <F_c[z], Q_{s,c}> with Q the weighted mean target features, i.e.
+one inner product against the concatenation. Rows are scanned in blocks so memory stays bounded
+whatever N is, and any number of query sets (several requests) share one pass over the data.
+Ties are broken by the lower row index, so results are deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from less_core.config import Aggregate
+from less_core.errors import ConfigError
+from less_core.scoring import aggregate_scores
+
+DEFAULT_BLOCK_ROWS = 65536
+
+
+@dataclass(frozen=True)
+class QuerySet:
+    """One selection request over a datastore.
+
+    Attributes:
+        queries: (S, C·P) float32 concat_c w_c·q̄_{s,c}, one row per subtask.
+        k: number of rows to return.
+        aggregate: how subtask scores combine (max or mean).
+    """
+
+    queries: torch.Tensor
+    k: int
+    aggregate: Aggregate = "max"
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Top rows of one QuerySet, best first.
+
+    Attributes:
+        rows: (k,) int64 row indices into the datastore.
+        scores: (k,) float32 aggregated scores.
+        best_subtask: (k,) int64 index of the subtask with the highest score of each row.
+    """
+
+    rows: torch.Tensor
+    scores: torch.Tensor
+    best_subtask: torch.Tensor
+
+
+def _ordered_top(scores: torch.Tensor, rows: torch.Tensor, k: int) -> torch.Tensor:
+    """Positions of the k best (score desc, row asc) among candidates."""
+    if scores.numel() > k:
+        threshold = torch.topk(scores, k).values[-1]
+        keep = torch.nonzero(scores >= threshold, as_tuple=True)[0]
+    else:
+        keep = torch.arange(scores.numel())
+    by_row = keep[torch.argsort(rows[keep], stable=True)]
+    return by_row[torch.argsort(-scores[by_row].to(torch.float64), stable=True)][:k]
+
+
+def scan_select(
+    features: Sequence[np.ndarray | torch.Tensor],
+    query_sets: Sequence[QuerySet],
+    *,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    device: torch.device | str = "cpu",
+) -> list[SearchResult]:
+    """Exact top-k of every query set in one blocked pass over the features.
+
+    Args:
+        features: per checkpoint c, an (N, P) matrix (float16/float32; memmaps are read
+            block by block and never loaded whole).
+        query_sets: requests; each ``queries`` has C·P columns matching ``features``.
+        block_rows: rows per block.
+        device: where the block matmuls run.
+
+    Returns:
+        One SearchResult per query set, in order.
+    """
+    if not features:
+        raise ConfigError("no feature matrices to search")
+    n, p = features[0].shape
+    n_ckpt = len(features)
+    if any(f.shape != (n, p) for f in features):
+        raise ConfigError("all checkpoints' feature matrices must have the same shape")
+    for qs in query_sets:
+        if qs.queries.ndim != 2 or qs.queries.shape[1] != n_ckpt * p:
+            raise ConfigError(f"queries must be (S, {n_ckpt * p}), got {tuple(qs.queries.shape)}")
+        if not 1 <= qs.k <= n:
+            raise ConfigError(f"k must be in [1, {n}], got {qs.k}")
+    # All subtask queries of all requests are scored in one matmul per block and checkpoint.
+    all_q = torch.cat([qs.queries for qs in query_sets]).to(device, torch.float32)
+    spans, start = [], 0
+    for qs in query_sets:
+        spans.append((start, start + qs.queries.shape[0]))
+        start += qs.queries.shape[0]
+    q_parts = [all_q[:, c * p : (c + 1) * p].T.contiguous() for c in range(n_ckpt)]  # (P, Q)
+
+    best = [
+        (torch.empty(0), torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64))
+        for _ in query_sets
+    ]
+    for r0 in range(0, n, block_rows):
+        r1 = min(n, r0 + block_rows)
+        block_scores = None
+        for c in range(n_ckpt):
+            block = torch.as_tensor(np.asarray(features[c][r0:r1])).to(device, torch.float32)
+            part = block @ q_parts[c]  # (rows, Q)
+            block_scores = part if block_scores is None else block_scores.add_(part)
+        block_scores = block_scores.cpu()
+        rows = torch.arange(r0, r1, dtype=torch.int64)
+        for i, ((a, b), qs) in enumerate(zip(spans, query_sets)):
+            per_subtask = block_scores[:, a:b]
+            agg = aggregate_scores(per_subtask, qs.aggregate)
+            arg = per_subtask.argmax(dim=1)
+            s_prev, r_prev, a_prev = best[i]
+            cand_s = torch.cat([s_prev, agg])
+            cand_r = torch.cat([r_prev, rows])
+            cand_a = torch.cat([a_prev, arg])
+            top = _ordered_top(cand_s, cand_r, qs.k)
+            best[i] = (cand_s[top], cand_r[top], cand_a[top])
+    return [SearchResult(rows=r, scores=s, best_subtask=a) for s, r, a in best]
