@@ -75,7 +75,8 @@ def test_service_unavailable_is_a_server_error():
     [
         (httpx.Response(502, text="<html>Bad Gateway</html>"), InternalServerError, "internal",
          "<html>Bad Gateway</html>"),
-        (httpx.Response(404, json={"detail": "Not Found"}), NotFoundError, "not_found", "Not Found"),
+        (httpx.Response(404, json={"detail": "Not Found"}), NotFoundError, "not_found",
+         "Not Found"),
         (httpx.Response(422, json={"detail": [{"loc": ["body", "k"], "msg": "bad"}]}),
          UnprocessableEntityError, "invalid_request", '[{"loc": ["body", "k"], "msg": "bad"}]'),
         (httpx.Response(418, json=["not", "an", "object"]), APIStatusError, "http_error",
