@@ -8,7 +8,7 @@
 The wire models in `client.schemas` are the API's contract; the service imports them too.
 """
 
-from ._base import RetryPolicy
+from ._base import RetryPolicy, SelectOptions
 from ._client import AsyncLessClient, LessClient
 from ._constants import (
     API_KEY_ENV,
@@ -89,6 +89,7 @@ __all__ = [
     "ProjectorInfo",
     "RateLimitError",
     "RetryPolicy",
+    "SelectOptions",
     "SelectRequest",
     "SelectResponse",
     "SelectedExample",

@@ -27,9 +27,10 @@ import json
 import logging
 import os
 import random
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -40,6 +41,7 @@ from ._constants import (
     BASE_URL_ENV,
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
     INITIAL_RETRY_DELAY,
     MAX_RETRY_AFTER,
     MAX_RETRY_DELAY,
@@ -58,11 +60,15 @@ from ._exceptions import (
 )
 from .schemas import Job, SelectedExample, SelectRequest, TargetExample
 
+if TYPE_CHECKING:  # typing-only; the SDK needs nothing beyond httpx and pydantic at run time
+    from typing_extensions import Unpack
+
 __all__ = [
     "Attempts",
     "BaseClient",
     "JobWaiter",
     "RetryPolicy",
+    "SelectOptions",
     "Targets",
     "build_select_request",
     "parse_model",
@@ -79,6 +85,25 @@ Targets = Sequence[TargetExample | Mapping[str, Any]]
 """Target examples as models or as plain dicts with the same fields."""
 
 Outcome = httpx.Response | httpx.TransportError
+
+
+class SelectOptions(TypedDict, total=False):
+    """Keyword options of `select` and `create_job`; an omitted one takes its default.
+
+    Attributes:
+        k: Number of training examples to return. Exclusive with `fraction`.
+        fraction: Share of the pool to return, in (0, 1]. Default 0.05 when `k` is not given.
+        checkpoints: Names of the checkpoints to score with. Default: all of the datastore's.
+        aggregate: "max" (default) scores an example by its best target subtask, "mean" by
+            the average over subtasks.
+        return_scores: Whether each selected example carries its score. Default True.
+    """
+
+    k: int | None
+    fraction: float | None
+    checkpoints: Sequence[str] | None
+    aggregate: Literal["max", "mean"]
+    return_scores: bool
 
 _RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -257,34 +282,32 @@ class JobWaiter:
 
 
 def build_select_request(
-    targets: Targets | SelectRequest,
-    *,
-    k: int | None,
-    fraction: float | None,
-    checkpoints: Sequence[str] | None,
-    aggregate: str,
-    return_scores: bool,
+    targets: Targets | SelectRequest, **options: Unpack[SelectOptions]
 ) -> SelectRequest:
     """Validates selection arguments into the request body.
 
+    Defaults for omitted options are `SelectRequest`'s, so they are defined once.
+
+    Args:
+        targets: Target examples (models or dicts), or a ready `SelectRequest`.
+        **options: See `SelectOptions`; not allowed with a ready `SelectRequest`.
+
     Raises:
         pydantic.ValidationError: (a `ValueError`) for arguments the API would refuse.
+        TypeError: An option that is not one of `SelectOptions`, or options given together
+            with a ready `SelectRequest`.
     """
+    unknown = sorted(set(options) - set(SelectOptions.__annotations__))
+    if unknown:
+        raise TypeError(f"unexpected selection option(s): {', '.join(unknown)}")
     if isinstance(targets, SelectRequest):
+        if options:
+            raise TypeError("give options inside the SelectRequest, not next to it")
         return targets
-    return SelectRequest.model_validate(
-        {
-            "targets": [
-                t.model_dump(exclude_none=True) if isinstance(t, TargetExample) else t
-                for t in targets
-            ],
-            "k": k,
-            "fraction": fraction,
-            "checkpoints": None if checkpoints is None else list(checkpoints),
-            "aggregate": aggregate,
-            "return_scores": return_scores,
-        }
-    )
+    rows = [t.model_dump(exclude_none=True) if isinstance(t, TargetExample) else t for t in targets]
+    # None means "not given" for every option, as it does on the wire.
+    given = {name: value for name, value in options.items() if value is not None}
+    return SelectRequest.model_validate({"targets": rows, **given})
 
 
 def parse_model(model: type[ModelT], response: httpx.Response) -> ModelT:
@@ -321,8 +344,13 @@ def _path(*parts: str) -> str:
     return "/" + "/".join(quote(part, safe="") for part in parts)
 
 
-class BaseClient:
+HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
+
+
+class BaseClient(Generic[HttpT]):
     """Configuration and request building common to the sync and async clients.
+
+    Subclasses set `_http_class` (the httpx client made when none is passed in) and `_sleep`.
 
     Args:
         base_url: Server root, e.g. "http://host:8000"; defaults to env LESS_BASE_URL, then
@@ -331,24 +359,32 @@ class BaseClient:
             a key no Authorization header is sent.
         timeout: Per-request timeout in seconds, or an `httpx.Timeout`.
         max_retries: Retries after the first attempt (see the module doc for which).
-        http_client: The httpx client that sends the requests. Its default headers are kept;
-            the URL, auth header and `timeout` given here take precedence over its own.
+        http_client: An httpx client to send with (e.g. one with a `MockTransport`). The caller
+            keeps ownership: `close()` leaves it open. Its default headers are kept; the URL,
+            auth header and `timeout` given here take precedence over its own.
     """
+
+    _http_class: Callable[[], HttpT]
+    # Class attributes so that tests can replace them with a recorder and a fake clock.
+    _sleep: Callable[[float], Any]
+    _clock: Callable[[], float] = staticmethod(time.monotonic)
 
     def __init__(
         self,
-        base_url: str | None,
-        api_key: str | None,
-        timeout: float | httpx.Timeout,
-        max_retries: int,
-        http_client: httpx.Client | httpx.AsyncClient,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client: HttpT | None = None,
     ) -> None:
         self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
         self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
         self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
         self.retry_policy = RetryPolicy(max_retries=max_retries)
         self._rng = random.Random()
-        self._http = http_client
+        self._owns_http = http_client is None
+        self._http: HttpT = self._http_class() if http_client is None else http_client
 
     def __repr__(self) -> str:  # never shows the key
         return f"{type(self).__name__}(base_url={self.base_url!r})"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -17,6 +17,7 @@ from ._base import (
     BaseClient,
     JobWaiter,
     Outcome,
+    SelectOptions,
     Targets,
     build_select_request,
     parse_model,
@@ -24,7 +25,6 @@ from ._base import (
     parse_result_line,
     transport_error,
 )
-from ._constants import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from .schemas import (
     DatastoreList,
     DatastoreSummary,
@@ -34,12 +34,13 @@ from .schemas import (
     SelectResponse,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = ["AsyncLessClient", "LessClient"]
 
-Aggregate = Literal["max", "mean"]
 
-
-class LessClient(BaseClient):
+class LessClient(BaseClient[httpx.Client]):
     """Blocking client of the LESS selection service.
 
     Args:
@@ -57,22 +58,8 @@ class LessClient(BaseClient):
         ...     ids = [s.id for s in result.selected]
     """
 
-    # Class attributes so tests (and callers with their own event loop policy) can replace them.
-    _sleep: Callable[[float], Any] = staticmethod(time.sleep)
-    _clock: Callable[[], float] = staticmethod(time.monotonic)
-
-    def __init__(
-        self,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        *,
-        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        http_client: httpx.Client | None = None,
-    ) -> None:
-        self._owns_http = http_client is None
-        super().__init__(base_url, api_key, timeout, max_retries, http_client or httpx.Client())
-        self._http: httpx.Client
+    _http_class = httpx.Client
+    _sleep = staticmethod(time.sleep)
 
     def close(self) -> None:
         """Closes the connection pool, unless the httpx client was passed in."""
@@ -119,15 +106,7 @@ class LessClient(BaseClient):
         return parse_model(DatastoreSummary, self._send(self._get_datastore_request(name)))
 
     def select(
-        self,
-        datastore: str,
-        targets: Targets | SelectRequest,
-        *,
-        k: int | None = None,
-        fraction: float | None = None,
-        checkpoints: Sequence[str] | None = None,
-        aggregate: Aggregate = "max",
-        return_scores: bool = True,
+        self, datastore: str, targets: Targets | SelectRequest, **options: Unpack[SelectOptions]
     ) -> SelectResponse:
         """Selects the training examples most influential on the target examples.
 
@@ -135,12 +114,10 @@ class LessClient(BaseClient):
             datastore: Name of the datastore to search.
             targets: Target examples, as `TargetExample`s or dicts with `messages` or
                 `prompt`+`completion` (and optional `id`, `subtask`). A ready `SelectRequest`
-                is sent as is, and the keyword arguments are then ignored.
-            k: Number of examples to return. Exclusive with `fraction`.
-            fraction: Share of the pool to return, in (0, 1]; 0.05 when neither is given.
-            checkpoints: Checkpoint names to score with; all of the datastore's when None.
-            aggregate: "max" scores each example by its best subtask, "mean" by the average.
-            return_scores: Whether each selected example carries its score.
+                is sent as it is.
+            **options: `k=None, fraction=None, checkpoints=None, aggregate="max",
+                return_scores=True`; see `SelectOptions`. Without `k` or `fraction`, 5 % of
+                the pool is selected.
 
         Returns:
             The selected IDs in rank order, with the datastore version and timings. For
@@ -151,32 +128,18 @@ class LessClient(BaseClient):
             APIStatusError: The server refused or failed (see its subclasses).
             APIConnectionError: The server could not be reached.
         """
-        body = build_select_request(
-            targets, k=k, fraction=fraction, checkpoints=checkpoints, aggregate=aggregate,
-            return_scores=return_scores,
-        )
+        body = build_select_request(targets, **options)
         return parse_model(SelectResponse, self._send(self._select_request(datastore, body)))
 
     def create_job(
-        self,
-        datastore: str,
-        targets: Targets | SelectRequest,
-        *,
-        k: int | None = None,
-        fraction: float | None = None,
-        checkpoints: Sequence[str] | None = None,
-        aggregate: Aggregate = "max",
-        return_scores: bool = True,
+        self, datastore: str, targets: Targets | SelectRequest, **options: Unpack[SelectOptions]
     ) -> Job:
         """Starts a selection as a background job; arguments as for `select`.
 
         Returns:
             The queued job. Follow it with `wait_for_job` and read it with `iter_job_results`.
         """
-        body = build_select_request(
-            targets, k=k, fraction=fraction, checkpoints=checkpoints, aggregate=aggregate,
-            return_scores=return_scores,
-        )
+        body = build_select_request(targets, **options)
         return parse_model(Job, self._send(self._create_job_request(datastore, body)))
 
     def get_job(self, job_id: str) -> Job:
@@ -245,7 +208,7 @@ class LessClient(BaseClient):
         return parse_probe(self._send(self._probe_request("readyz")))
 
 
-class AsyncLessClient(BaseClient):
+class AsyncLessClient(BaseClient[httpx.AsyncClient]):
     """Asyncio client of the LESS selection service; the same methods as `LessClient`, awaited.
 
     Args:
@@ -256,23 +219,8 @@ class AsyncLessClient(BaseClient):
         http_client: An `httpx.AsyncClient` to send with; the caller keeps ownership of it.
     """
 
-    _sleep: Callable[[float], Any] = staticmethod(asyncio.sleep)
-    _clock: Callable[[], float] = staticmethod(time.monotonic)
-
-    def __init__(
-        self,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        *,
-        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        http_client: httpx.AsyncClient | None = None,
-    ) -> None:
-        self._owns_http = http_client is None
-        super().__init__(
-            base_url, api_key, timeout, max_retries, http_client or httpx.AsyncClient()
-        )
-        self._http: httpx.AsyncClient
+    _http_class = httpx.AsyncClient
+    _sleep = staticmethod(asyncio.sleep)
 
     async def close(self) -> None:
         """Closes the connection pool, unless the httpx client was passed in."""
@@ -312,39 +260,17 @@ class AsyncLessClient(BaseClient):
         return parse_model(DatastoreSummary, await self._send(self._get_datastore_request(name)))
 
     async def select(
-        self,
-        datastore: str,
-        targets: Targets | SelectRequest,
-        *,
-        k: int | None = None,
-        fraction: float | None = None,
-        checkpoints: Sequence[str] | None = None,
-        aggregate: Aggregate = "max",
-        return_scores: bool = True,
+        self, datastore: str, targets: Targets | SelectRequest, **options: Unpack[SelectOptions]
     ) -> SelectResponse:
         """Like `LessClient.select`."""
-        body = build_select_request(
-            targets, k=k, fraction=fraction, checkpoints=checkpoints, aggregate=aggregate,
-            return_scores=return_scores,
-        )
+        body = build_select_request(targets, **options)
         return parse_model(SelectResponse, await self._send(self._select_request(datastore, body)))
 
     async def create_job(
-        self,
-        datastore: str,
-        targets: Targets | SelectRequest,
-        *,
-        k: int | None = None,
-        fraction: float | None = None,
-        checkpoints: Sequence[str] | None = None,
-        aggregate: Aggregate = "max",
-        return_scores: bool = True,
+        self, datastore: str, targets: Targets | SelectRequest, **options: Unpack[SelectOptions]
     ) -> Job:
         """Like `LessClient.create_job`."""
-        body = build_select_request(
-            targets, k=k, fraction=fraction, checkpoints=checkpoints, aggregate=aggregate,
-            return_scores=return_scores,
-        )
+        body = build_select_request(targets, **options)
         return parse_model(Job, await self._send(self._create_job_request(datastore, body)))
 
     async def get_job(self, job_id: str) -> Job:

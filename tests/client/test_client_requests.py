@@ -218,3 +218,21 @@ def test_async_client_closes_owned_http_client():
         return less._http.is_closed
 
     assert asyncio.run(scenario()) is True
+
+
+def test_unknown_option_is_a_type_error(api):
+    h = api()
+    with pytest.raises(TypeError, match="unexpected selection option.*: top_k"):
+        h.select("pool-a", [CHAT], top_k=5)
+    with pytest.raises(TypeError, match="inside the SelectRequest"):
+        h.select("pool-a", SelectRequest(targets=[CHAT]), k=5)
+    assert h.server.requests == []
+
+
+def test_checkpoints_may_be_any_sequence_and_none_means_default(api):
+    h = api(httpx.Response(200, json=SELECT_RESPONSE))
+    h.select("pool-a", [CHAT], k=2, fraction=None, checkpoints=("c1", "c2"))
+    assert h.server.bodies()[0] == {
+        "targets": [CHAT], "k": 2, "checkpoints": ["c1", "c2"], "aggregate": "max",
+        "return_scores": True,
+    }

@@ -1,0 +1,237 @@
+"""`less-select`: select training data for a JSONL file of target examples.
+
+    less-select --datastore NAME --targets targets.jsonl (--k N | --fraction F) [--out FILE]
+                [--pool pool.jsonl] [--job] [--aggregate max|mean] [--checkpoints a,b]
+    less-select datastores
+
+Selected IDs (or, with --pool, the selected pool rows) go to --out or stdout; progress and
+summaries go to stderr. Exit status: 0 success, 1 a failed request or a bad file, 2 bad
+command-line usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import IO
+
+from pydantic import ValidationError
+
+from ._client import LessClient
+from ._constants import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+)
+from ._exceptions import LessClientError, describe_validation_error
+from .io import load_targets_jsonl, write_selected_ids, write_selected_rows
+from .schemas import Job, SelectedExample
+
+__all__ = ["main"]
+
+PROG = "less-select"
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the CLI.
+
+    Args:
+        argv: Arguments without the program name; `sys.argv[1:]` when None.
+
+    Returns:
+        The exit status (see the module doc). Usage errors exit through argparse (status 2).
+    """
+    args = _parse_args(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format=f"{PROG}: %(levelname)s: %(message)s",
+    )
+    try:
+        return args.run(args)
+    except ValidationError as exc:
+        return _fail(describe_validation_error(exc))
+    except (LessClientError, OSError) as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
+
+
+def _fail(message: str, status: int = EXIT_ERROR) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return status
+
+
+def _run_select(args: argparse.Namespace) -> int:
+    targets = load_targets_jsonl(args.targets)  # before connecting: a bad file fails fast
+    options = {
+        "k": args.k,
+        "fraction": args.fraction,
+        "checkpoints": args.checkpoints,
+        "aggregate": args.aggregate,
+        "return_scores": not args.no_scores,
+    }
+    with _client(args) as less:
+        if args.job:
+            job = less.create_job(args.datastore, targets, **options)
+            print(f"job {job.id} {job.status}", file=sys.stderr)
+            job = less.wait_for_job(
+                job.id, poll_interval=args.poll_interval, on_progress=_progress_printer(sys.stderr)
+            )
+            count = _write(less.iter_job_results(job.id), args)
+            source = f"job {job.id} on {args.datastore}"
+        else:
+            response = less.select(args.datastore, targets, **options)
+            count = _write(response.selected, args)
+            source = (
+                f"{response.n_candidates} candidates in {response.datastore}@"
+                f"{response.datastore_version} ({response.timings.total_ms:.0f} ms)"
+            )
+    what = "rows" if args.pool else "ids"
+    where = "stdout" if args.out in (None, "-") else args.out
+    print(f"wrote {count} selected {what} from {source} to {where}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _write(selected: Iterable[SelectedExample], args: argparse.Namespace) -> int:
+    out = sys.stdout if args.out in (None, "-") else args.out
+    if args.pool:
+        return write_selected_rows(selected, args.pool, out)
+    return write_selected_ids(selected, out)
+
+
+def _progress_printer(stream: IO[str]) -> Callable[[Job], None]:
+    """A callback printing a job's status whenever it or the whole percent changes."""
+    last: list[tuple[str, int]] = []
+
+    def show(job: Job) -> None:
+        state = (job.status, int(job.progress * 100))
+        if not last or last[-1] != state:
+            last[:] = [state]
+            print(f"job {job.id} {job.status} {state[1]}%", file=stream, flush=True)
+
+    return show
+
+
+def _run_datastores(args: argparse.Namespace) -> int:
+    with _client(args) as less:
+        datastores = less.list_datastores()
+    if args.json:
+        for summary in datastores:
+            print(summary.model_dump_json())
+        return EXIT_OK
+    rows = [("NAME", "VERSION", "EXAMPLES", "CHECKPOINTS", "MODEL")] + [
+        (d.name, d.version, str(d.n_examples), ",".join(c.name for c in d.checkpoints), d.model_id)
+        for d in datastores
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    return EXIT_OK
+
+
+def _client(args: argparse.Namespace) -> LessClient:
+    return LessClient(
+        base_url=args.base_url,
+        api_key=args.api_key,
+        timeout=DEFAULT_TIMEOUT if args.timeout is None else args.timeout,
+        max_retries=args.max_retries,
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = _number(int, text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _number(float, text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value:g}")
+    return value
+
+
+def _number(kind: Callable[[str], int | float], text: str) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one checkpoint name")
+    return names
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("connection")
+    group.add_argument(
+        "--base-url", help=f"server root (default: ${BASE_URL_ENV}, else {DEFAULT_BASE_URL})"
+    )
+    group.add_argument("--api-key", help=f"API key (default: ${API_KEY_ENV})")
+    group.add_argument("--timeout", type=float, help="seconds per request (default: 60)")
+    group.add_argument(
+        "--max-retries", type=int, default=DEFAULT_MAX_RETRIES,
+        help=f"retries of failed requests (default: {DEFAULT_MAX_RETRIES})",
+    )
+    group.add_argument("-v", "--verbose", action="store_true", help="log retries and other details")
+    return common
+
+
+def _parse_args(argv: list[str]) -> argparse.Namespace:
+    common = _connection_options()
+    if argv[:1] == ["datastores"]:
+        listing = argparse.ArgumentParser(
+            prog=f"{PROG} datastores", parents=[common],
+            description="List the datastores your API key may use.",
+        )
+        listing.add_argument("--json", action="store_true", help="one JSON summary per line")
+        return listing.parse_args(argv[1:], argparse.Namespace(run=_run_datastores))
+
+    if argv[:1] == ["select"]:  # the default command may also be named
+        argv = argv[1:]
+    parser = argparse.ArgumentParser(
+        prog=PROG, parents=[common],
+        description="Select the training examples most influential on a JSONL of target "
+        f"examples. '{PROG} datastores' lists the datastores.",
+    )
+    parser.add_argument("--datastore", required=True, help="datastore to select from")
+    parser.add_argument(
+        "--targets", required=True, metavar="FILE",
+        help="JSONL of target examples: 'messages' or 'prompt'+'completion', "
+        "optional 'id' and 'subtask'",
+    )
+    size = parser.add_mutually_exclusive_group(required=True)
+    size.add_argument("--k", type=_positive_int, help="number of examples to select")
+    size.add_argument("--fraction", type=_fraction, help="share of the pool to select, in (0, 1]")
+    parser.add_argument("--out", metavar="FILE", help="output JSONL (default: stdout)")
+    parser.add_argument(
+        "--pool", metavar="FILE",
+        help="the training pool JSONL: write its selected rows (with score and subtask) "
+        "instead of ids",
+    )
+    parser.add_argument(
+        "--job", action="store_true", help="run as a background job, progress on stderr"
+    )
+    parser.add_argument(
+        "--poll-interval", type=float, default=1.0, help="seconds between job polls"
+    )
+    parser.add_argument("--aggregate", choices=("max", "mean"), default="max")
+    parser.add_argument(
+        "--checkpoints", type=_names, metavar="A,B", help="checkpoints to use (default: all)"
+    )
+    parser.add_argument("--no-scores", action="store_true", help="do not ask for scores")
+    return parser.parse_args(argv, argparse.Namespace(run=_run_select))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""`less-select`: run through `main([...])` against a fake server injected into `LessClient`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from sdk_fakes import DATASTORE, SELECT_RESPONSE, FakeServer, error, job
+
+from client import LessClient, cli
+
+TARGETS = [
+    {"id": "t1", "prompt": "2+2=", "completion": "4", "subtask": "math"},
+    {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hey"}]},
+]
+
+
+@pytest.fixture
+def server(monkeypatch) -> FakeServer:
+    """The fake server every `LessClient` the CLI makes talks to; sleeps are skipped."""
+    fake = FakeServer([])
+
+    def make_client(**kwargs) -> LessClient:
+        less = LessClient(http_client=httpx.Client(transport=httpx.MockTransport(fake)), **kwargs)
+        less._sleep = lambda delay: None  # type: ignore[method-assign]
+        return less
+
+    monkeypatch.setattr(cli, "LessClient", make_client)
+    return fake
+
+
+@pytest.fixture
+def targets(tmp_path) -> Path:
+    path = tmp_path / "targets.jsonl"
+    path.write_text("".join(json.dumps(t) + "\n" for t in TARGETS), encoding="utf-8")
+    return path
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_select_writes_ids(server, targets, tmp_path, capsys):
+    server.replies.append(httpx.Response(200, json=SELECT_RESPONSE))
+    out = tmp_path / "selected.jsonl"
+    status = cli.main([
+        "--datastore", "pool-a", "--targets", str(targets), "--k", "2", "--out", str(out),
+        "--base-url", "http://cli.test", "--api-key", "sk-cli", "--checkpoints", "c1, c2",
+        "--aggregate", "mean",
+    ])
+    assert status == 0
+    (request,) = server.requests
+    assert str(request.url) == "http://cli.test/v1/datastores/pool-a/select"
+    assert request.headers["authorization"] == "Bearer sk-cli"
+    assert json.loads(request.content) == {
+        "targets": TARGETS, "k": 2, "checkpoints": ["c1", "c2"], "aggregate": "mean",
+        "return_scores": True,
+    }
+    assert lines(out) == SELECT_RESPONSE["selected"]
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"wrote 2 selected ids from 1000 candidates in pool-a@v3 (16 ms) to {out}\n"
+    )
+
+
+def test_select_to_stdout_with_fraction(server, targets, capsys):
+    server.replies.append(httpx.Response(200, json=SELECT_RESPONSE))
+    assert cli.main(["select", "--datastore", "pool-a", "--targets", str(targets),
+                     "--fraction", "0.1", "--no-scores"]) == 0
+    body = json.loads(server.requests[0].content)
+    assert (body["fraction"], body["return_scores"], "k" in body) == (0.1, False, False)
+    assert [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()] == [
+        "ex-7", "ex-2"
+    ]
+
+
+def test_select_with_pool_writes_rows(server, targets, tmp_path):
+    server.replies.append(httpx.Response(200, json=SELECT_RESPONSE))
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text(
+        "".join(json.dumps({"id": f"ex-{i}", "text": f"row {i}"}) + "\n" for i in range(10)),
+        encoding="utf-8",
+    )
+    out = tmp_path / "rows.jsonl"
+    assert cli.main(["--datastore", "pool-a", "--targets", str(targets), "--k", "2",
+                     "--pool", str(pool), "--out", str(out)]) == 0
+    assert lines(out) == [
+        {"id": "ex-7", "text": "row 7", "score": 0.91, "subtask": "arith"},
+        {"id": "ex-2", "text": "row 2", "score": 0.5, "subtask": None},
+    ]
+
+
+def test_select_as_job_shows_progress(server, targets, tmp_path, capsys):
+    server.replies.extend([
+        httpx.Response(202, json=job("queued")),
+        httpx.Response(200, json=job("running", 0.5)),
+        httpx.Response(200, json=job("running", 0.5)),
+        httpx.Response(200, json=job("succeeded", 1.0, n_selected=1)),
+        httpx.Response(200, text='{"id": "ex-9", "score": 2.5, "subtask": null}\n'),
+    ])
+    out = tmp_path / "selected.jsonl"
+    assert cli.main(["--datastore", "pool-a", "--targets", str(targets), "--fraction", "0.5",
+                     "--job", "--out", str(out)]) == 0
+    assert [f"{r.method} {r.url.path}" for r in server.requests] == [
+        "POST /v1/datastores/pool-a/jobs",
+        "GET /v1/jobs/job-1",
+        "GET /v1/jobs/job-1",
+        "GET /v1/jobs/job-1",
+        "GET /v1/jobs/job-1/result",
+    ]
+    assert lines(out) == [{"id": "ex-9", "score": 2.5, "subtask": None}]
+    assert capsys.readouterr().err.splitlines() == [
+        "job job-1 queued",
+        "job job-1 running 50%",  # a repeated state is shown once
+        "job job-1 succeeded 100%",
+        f"wrote 1 selected ids from job job-1 on pool-a to {out}",
+    ]
+
+
+def test_failed_job_exits_1(server, targets, capsys):
+    server.replies.extend([
+        httpx.Response(202, json=job("queued")),
+        httpx.Response(200, json=job("failed", error={"code": "internal", "message": "OOM"})),
+    ])
+    assert cli.main(["--datastore", "pool-a", "--targets", str(targets), "--k", "1", "--job"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "less-select: error: job job-1 failed: internal: OOM"
+    )
+
+
+def test_datastores_lists_a_table(server, capsys):
+    server.replies.append(httpx.Response(200, json={"datastores": [DATASTORE]}))
+    assert cli.main(["datastores", "--base-url", "http://cli.test"]) == 0
+    assert server.requests[0].url.path == "/v1/datastores"
+    assert capsys.readouterr().out.splitlines() == [
+        "NAME    VERSION  EXAMPLES  CHECKPOINTS  MODEL",
+        "pool-a  v3       1000      ckpt-1       smollm2-135m",
+    ]
+
+
+def test_datastores_as_json(server, capsys):
+    server.replies.append(httpx.Response(200, json={"datastores": [DATASTORE]}))
+    assert cli.main(["datastores", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == DATASTORE
+
+
+def test_server_error_is_one_line_and_exit_1(server, targets, capsys):
+    server.replies.append(error(404, "not_found", "no datastore 'nope'"))
+    assert cli.main(["--datastore", "nope", "--targets", str(targets), "--k", "1"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == "less-select: error: 404 not_found: no datastore 'nope'\n"
+    assert captured.out == ""
+
+
+def test_bad_targets_file_fails_before_any_request(server, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(TARGETS[0]) + "\n" + '{"prompt": "no completion"}\n')
+    assert cli.main(["--datastore", "pool-a", "--targets", str(bad), "--k", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"less-select: error: {bad}:2: invalid target example")
+    assert err.count("\n") == 1
+    assert server.requests == []
+
+
+def test_missing_targets_file_exits_1(server, tmp_path, capsys):
+    missing = tmp_path / "nope.jsonl"
+    assert cli.main(["--datastore", "p", "--targets", str(missing), "--k", "1"]) == 1
+    assert "No such file or directory" in capsys.readouterr().err
+
+
+def test_connection_failure_exits_1_after_retries(server, targets, capsys):
+    server.replies.extend([httpx.ConnectError("connection refused")] * 2)
+    status = cli.main(
+        ["--datastore", "p", "--targets", str(targets), "--k", "1", "--max-retries", "1"]
+    )
+    assert status == 1
+    assert len(server.requests) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("less-select: error: connection error:")
+    assert "Traceback" not in err
+
+
+def test_missing_pool_id_exits_1_and_writes_nothing(server, targets, tmp_path, capsys):
+    server.replies.append(httpx.Response(200, json=SELECT_RESPONSE))
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text('{"id": "ex-7"}\n', encoding="utf-8")
+    out = tmp_path / "rows.jsonl"
+    assert cli.main(["--datastore", "p", "--targets", str(targets), "--k", "2",
+                     "--pool", str(pool), "--out", str(out)]) == 1
+    assert "not in the pool: 'ex-2'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["--datastore", "p", "--targets", "t.jsonl"], "one of the arguments --k --fraction"),
+        (["--datastore", "p", "--targets", "t.jsonl", "--k", "1", "--fraction", "0.1"],
+         "not allowed with argument"),
+        (["--datastore", "p", "--targets", "t.jsonl", "--k", "0"], "must be at least 1"),
+        (["--datastore", "p", "--targets", "t.jsonl", "--k", "ten"], "not a number: 'ten'"),
+        (["--datastore", "p", "--targets", "t.jsonl", "--fraction", "2"], "must be in (0, 1]"),
+        (["--datastore", "p", "--targets", "t.jsonl", "--k", "1", "--checkpoints", ","],
+         "at least one checkpoint"),
+        (["--targets", "t.jsonl", "--k", "1"], "--datastore"),
+    ],
+)
+def test_usage_errors_exit_2(server, capsys, argv, complaint):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    assert complaint in capsys.readouterr().err
+    assert server.requests == []
