@@ -23,7 +23,6 @@ Retry policy (see `RetryPolicy.should_retry`):
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -77,7 +76,7 @@ __all__ = [
     "transport_error",
 ]
 
-logger = logging.getLogger("client")
+logger = logging.getLogger(__name__)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -104,6 +103,7 @@ class SelectOptions(TypedDict, total=False):
     checkpoints: Sequence[str] | None
     aggregate: Literal["max", "mean"]
     return_scores: bool
+
 
 _RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -180,12 +180,10 @@ class Attempts:
     def record(self, outcome: Outcome) -> None:
         """Takes the outcome of the latest attempt and decides whether another one follows."""
         self._outcome = outcome
-        method = self._request.method
-        if self._retries >= self._policy.max_retries or not self._policy.should_retry(
-            method, outcome
-        ):
+        method, policy = self._request.method, self._policy
+        if self._retries >= policy.max_retries or not policy.should_retry(method, outcome):
             return
-        delay = self._policy.delay(self._retries, outcome, self._rng)
+        delay = policy.delay(self._retries, outcome, self._rng)
         if delay is None:
             return
         self._retries += 1
@@ -196,7 +194,7 @@ class Attempts:
             reason = repr(outcome)
         logger.info(
             "retrying %s %s in %.2f s (retry %d of %d) after %s",
-            method, self._request.url.path, delay, self._retries, self._policy.max_retries, reason,
+            method, self._request.url.path, delay, self._retries, policy.max_retries, reason,
         )
 
     def result(self) -> httpx.Response:
@@ -219,9 +217,11 @@ class Attempts:
 
 def transport_error(exc: httpx.TransportError, request: httpx.Request) -> APIConnectionError:
     """The SDK exception for an httpx transport failure."""
+    origin = f"{request.url.scheme}://{request.url.netloc.decode()}"
+    detail = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
-        return APITimeoutError(request)
-    return APIConnectionError(f"connection error: {exc!r}", request=request)
+        return APITimeoutError(request, f"request to {origin} timed out: {detail}")
+    return APIConnectionError(f"connection to {origin} failed: {detail}", request=request)
 
 
 class JobWaiter:
@@ -405,7 +405,7 @@ class BaseClient(Generic[HttpT]):
         headers = self._headers()
         if body is not None:
             # exclude_none: optional fields are left out rather than sent as null.
-            content = json.dumps(body.model_dump(mode="json", exclude_none=True)).encode()
+            content = body.model_dump_json(exclude_none=True).encode()
             headers["Content-Type"] = "application/json"
         return self._http.build_request(
             method, self.base_url + _path(*path), content=content, headers=headers,

@@ -179,7 +179,9 @@ def test_connection_failure_exits_1_after_retries(server, targets, capsys):
     assert status == 1
     assert len(server.requests) == 2
     err = capsys.readouterr().err
-    assert err.startswith("less-select: error: connection error:")
+    assert err == (
+        "less-select: error: connection to http://127.0.0.1:8000 failed: connection refused\n"
+    )
     assert "Traceback" not in err
 
 

@@ -200,7 +200,7 @@ def test_gives_up_after_max_retries_on_connection_error(api):
 
 def test_timeouts_become_api_timeout_error(api):
     h = api(*[httpx.ReadTimeout("slow") for _ in range(3)])
-    with pytest.raises(APITimeoutError) as info:
+    with pytest.raises(APITimeoutError, match="to http://less.test timed out: slow") as info:
         h.select("pool-a", TARGETS, k=1)
     assert info.value.request.url.path == "/v1/datastores/pool-a/select"
     assert len(h.server.requests) == 3
