@@ -15,7 +15,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import IO
+from typing import IO, TypeVar
 
 from pydantic import ValidationError
 
@@ -34,7 +34,8 @@ from .schemas import Job, SelectedExample
 __all__ = ["main"]
 
 PROG = "less-select"
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+NumberT = TypeVar("NumberT", int, float)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format=f"{PROG}: %(levelname)s: %(message)s",
     )
     try:
-        return args.run(args)
+        run: Callable[[argparse.Namespace], int] = args.run
+        return run(args)
     except ValidationError as exc:
         return _fail(describe_validation_error(exc))
     except (LessClientError, OSError) as exc:
@@ -157,7 +159,7 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _number(kind: Callable[[str], int | float], text: str) -> int | float:
+def _number(kind: Callable[[str], NumberT], text: str) -> NumberT:
     try:
         return kind(text)
     except ValueError:
