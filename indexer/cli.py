@@ -1,0 +1,215 @@
+"""``less-index``: warmup, build, verify, info and select on the command line.
+
+Each subcommand parses its flags into config dataclasses and calls one library function. User
+errors print one line and exit with status 2; nothing prints a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from less_core.config import (
+    AdamFeatureConfig,
+    BuildConfig,
+    LoraSettings,
+    ProjectionConfig,
+    SelectionConfig,
+    TokenizationConfig,
+    WarmupConfig,
+)
+from less_core.data import read_examples
+from less_core.errors import LessError
+from indexer.cli_args import add_dataclass_args, dataclass_from_args
+
+log = logging.getLogger("less-index")
+
+
+def _cmd_warmup(ns: argparse.Namespace) -> int:
+    from indexer.warmup import run_warmup
+
+    out = run_warmup(
+        Path(ns.model_dir), Path(ns.pool), Path(ns.out),
+        dataclass_from_args(LoraSettings, ns, "lora"),
+        dataclass_from_args(WarmupConfig, ns),
+        dataclass_from_args(TokenizationConfig, ns),
+        device=ns.device,
+    )
+    print(out)
+    return 0
+
+
+def _parse_lrs(items: list[str] | None) -> dict[str, float] | None:
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise LessError(f"--checkpoint-lr expects NAME=LR, got {item!r}")
+    return out
+
+
+def _cmd_build(ns: argparse.Namespace) -> int:
+    from indexer.build import BuildRequest, build_datastore
+
+    req = BuildRequest(
+        model_dir=Path(ns.model_dir),
+        pool_path=Path(ns.pool),
+        warmup_dir=Path(ns.warmup_dir),
+        out_root=Path(ns.out),
+        model_id=ns.model_id or "",
+        projection=dataclass_from_args(ProjectionConfig, ns, "proj"),
+        build=dataclass_from_args(BuildConfig, ns),
+        adam=dataclass_from_args(AdamFeatureConfig, ns, "adam"),
+        tokenization=dataclass_from_args(TokenizationConfig, ns),
+        checkpoints=tuple(ns.checkpoints.split(",")) if ns.checkpoints else None,
+        lr_overrides=_parse_lrs(ns.checkpoint_lr),
+        device=ns.device,
+    )
+    print(build_datastore(req))
+    return 0
+
+
+def _cmd_info(ns: argparse.Namespace) -> int:
+    from indexer.datastore import Datastore
+
+    store = Datastore.open(ns.datastore, ns.version)
+    m = store.manifest
+    if ns.json:
+        print(json.dumps(m, indent=2, sort_keys=True))
+        return 0
+    proj = m["projector"]
+    print(f"datastore {store.root} version {store.version} (created {m['created_at']})")
+    print(f"  model      {m['model']['id']} sha256 {m['model']['sha256'][:12]}")
+    print(f"  examples   {m['n']} indexed, {m['n_skipped']} skipped; pool {m['pool']['file']}")
+    print(f"  projector  {proj['kind']} dim {proj['dim']} seed {proj['seed']} scope {proj['scope']}")
+    print(f"  features   {m['features']['dtype']}, train {m['features']['train_kind']}, targets {m['features']['target_kind']}")
+    lora = m["lora"]
+    print(f"  lora       rank {lora['rank']} alpha {lora['alpha']} on {','.join(lora['target_modules'])}")
+    for c in m["checkpoints"]:
+        print(f"  checkpoint {c['name']:<20} step {c['step']:<6} lr {c['lr']:.3e} weight {c['weight']:.4f}")
+    print(f"  timings    {m['timings']}")
+    return 0
+
+
+def _cmd_verify(ns: argparse.Namespace) -> int:
+    from indexer.datastore import Datastore
+    from indexer.verify import verify_datastore
+
+    report = verify_datastore(
+        Datastore.open(ns.datastore, ns.version),
+        model_dir=Path(ns.model_dir) if ns.model_dir else None,
+        pool_path=Path(ns.pool) if ns.pool else None,
+        warmup_dir=Path(ns.warmup_dir) if ns.warmup_dir else None,
+        sample=ns.sample,
+        device=ns.device,
+    )
+    print(json.dumps({"version": report.version, "ok": report.ok, "bad_checksums": report.bad_checksums,
+                      "problems": report.problems, "min_cosine": report.min_cosine}, indent=2))
+    return 0 if report.ok else 1
+
+
+def _cmd_select(ns: argparse.Namespace) -> int:
+    from indexer.datastore import Datastore
+    from indexer.query import QueryEngine
+    from indexer.selection_io import write_selection
+
+    config = SelectionConfig(
+        k=ns.k, fraction=ns.fraction, aggregate=ns.aggregate,
+        checkpoints=tuple(ns.checkpoints.split(",")) if ns.checkpoints else None,
+    )
+    targets = read_examples(ns.targets, require_id=False)
+    engine = QueryEngine(Datastore.open(ns.datastore, ns.version), ns.model_dir, ns.device)
+    selection = engine.select(targets, config)
+    write_selection(selection, Path(ns.out), pool_path=Path(ns.pool) if ns.pool else None)
+    log.info("selected %d of %d (gradient %.0f ms, search %.0f ms) -> %s", len(selection.ids),
+             selection.n_candidates, selection.gradient_ms, selection.search_ms, ns.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="less-index", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("warmup", help="LoRA warmup on a random fraction of the pool")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--pool", required=True, help="pool JSONL (id + messages or prompt/completion)")
+    p.add_argument("--out", required=True, help="directory for checkpoint-<step>/ folders")
+    p.add_argument("--device", default=None)
+    add_dataclass_args(p, LoraSettings, "lora")
+    add_dataclass_args(p, WarmupConfig)
+    add_dataclass_args(p, TokenizationConfig)
+    p.set_defaults(func=_cmd_warmup)
+
+    p = sub.add_parser("build", help="featurize the pool and publish a datastore version")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--model-id", default=None, help="human-readable model id for the manifest")
+    p.add_argument("--pool", required=True)
+    p.add_argument("--warmup-dir", required=True, help="directory with checkpoint-<step>/ folders")
+    p.add_argument("--out", required=True, help="datastore root directory")
+    p.add_argument("--checkpoints", default=None, help="comma-separated subset of checkpoint names")
+    p.add_argument("--checkpoint-lr", action="append", metavar="NAME=LR", help="override a checkpoint's lr")
+    p.add_argument("--device", default=None)
+    add_dataclass_args(p, ProjectionConfig, "proj")
+    add_dataclass_args(p, BuildConfig)
+    add_dataclass_args(p, AdamFeatureConfig, "adam")
+    add_dataclass_args(p, TokenizationConfig)
+    p.set_defaults(func=_cmd_build)
+
+    for name, func, help_text in (("info", _cmd_info, "show a datastore's manifest"),
+                                  ("verify", _cmd_verify, "check checksums, norms and recomputed rows")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--datastore", required=True, help="datastore root directory")
+        p.add_argument("--version", default=None, help="a published version (default: CURRENT)")
+        p.set_defaults(func=func)
+        if name == "info":
+            p.add_argument("--json", action="store_true")
+        else:
+            p.add_argument("--model-dir", default=None)
+            p.add_argument("--pool", default=None)
+            p.add_argument("--warmup-dir", default=None)
+            p.add_argument("--sample", type=int, default=8, help="rows to recompute per checkpoint")
+            p.add_argument("--device", default=None)
+
+    p = sub.add_parser("select", help="select training examples for a target set")
+    p.add_argument("--datastore", required=True)
+    p.add_argument("--version", default=None)
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--targets", required=True, help="targets JSONL (messages or prompt/completion, optional subtask)")
+    p.add_argument("--k", type=int, default=None)
+    p.add_argument("--fraction", type=float, default=None, help="default 0.05 when --k is not given")
+    p.add_argument("--aggregate", choices=["max", "mean"], default="max")
+    p.add_argument("--checkpoints", default=None)
+    p.add_argument("--out", required=True, help="output JSONL of {id, score, subtask}")
+    p.add_argument("--pool", default=None, help="write the selected pool rows instead of ids")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_select)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    logging.basicConfig(level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        return ns.func(ns)
+    except (LessError, OSError) as exc:
+        print(f"less-index {ns.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"less-index {ns.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
