@@ -19,6 +19,7 @@ from typing import IO, TypeVar
 
 from pydantic import ValidationError
 
+from ._base import SelectOptions
 from ._client import LessClient
 from ._constants import (
     API_KEY_ENV,
@@ -70,7 +71,7 @@ def _fail(message: str, status: int = EXIT_ERROR) -> int:
 
 def _run_select(args: argparse.Namespace) -> int:
     targets = load_targets_jsonl(args.targets)  # before connecting: a bad file fails fast
-    options = {
+    options: SelectOptions = {
         "k": args.k,
         "fraction": args.fraction,
         "checkpoints": args.checkpoints,
