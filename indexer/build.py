@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import shutil
 import time
@@ -54,7 +55,8 @@ from indexer.tokenized_pool import TokenizedPool, tokenize_pool
 
 log = logging.getLogger(__name__)
 
-FLUSH_INTERVAL_S = 10.0  # how much featurizing a kill may lose, at most
+# Seconds of featurizing a kill may lose at most (env override: tests flush every batch).
+FLUSH_INTERVAL_S = float(os.environ.get("LESS_FLUSH_INTERVAL_S", "10"))
 
 
 @dataclass(frozen=True)

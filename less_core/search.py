@@ -63,6 +63,13 @@ def _ordered_top(scores: torch.Tensor, rows: torch.Tensor, k: int) -> torch.Tens
     return by_row[torch.argsort(-scores[by_row].to(torch.float64), stable=True)][:k]
 
 
+def _rows_f32(matrix: np.ndarray | torch.Tensor, r0: int, r1: int) -> torch.Tensor:
+    """Rows [r0, r1) as a float32 tensor (a copy for memmaps: they are read-only)."""
+    if isinstance(matrix, torch.Tensor):
+        return matrix[r0:r1].to(torch.float32)
+    return torch.from_numpy(np.array(matrix[r0:r1], dtype=np.float32))
+
+
 def scan_select(
     features: Sequence[np.ndarray | torch.Tensor],
     query_sets: Sequence[QuerySet],
@@ -109,7 +116,7 @@ def scan_select(
         r1 = min(n, r0 + block_rows)
         block_scores = None
         for c in range(n_ckpt):
-            block = torch.as_tensor(np.asarray(features[c][r0:r1])).to(device, torch.float32)
+            block = _rows_f32(features[c], r0, r1).to(device)
             part = block @ q_parts[c]  # (rows, Q)
             block_scores = part if block_scores is None else block_scores.add_(part)
         block_scores = block_scores.cpu()
