@@ -16,6 +16,7 @@ LoRA gradient is never flattened into one vector.
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -252,12 +253,16 @@ class SJLTProjector(Projector):
             d_m, nnz = self.layout.sizes[m], self.config.sjlt_nnz
             rows, signs = sjlt_indices(key, out_dim, nnz, offset, offset + d_m, device)
             cols = torch.arange(d_m, device=device).expand(nnz, -1)
-            coo = torch.sparse_coo_tensor(
-                torch.stack([rows.reshape(-1), cols.reshape(-1)]),
-                signs.reshape(-1) / math.sqrt(nnz),
-                (out_dim, d_m),
-            )
-            self._cache[cache_key] = coo.coalesce().to_sparse_csr()
+            with warnings.catch_warnings():
+                # torch flags CSR as beta; indices here are valid by construction.
+                warnings.simplefilter("ignore", UserWarning)
+                coo = torch.sparse_coo_tensor(
+                    torch.stack([rows.reshape(-1), cols.reshape(-1)]),
+                    signs.reshape(-1) / math.sqrt(nnz),
+                    (out_dim, d_m),
+                    check_invariants=False,
+                )
+                self._cache[cache_key] = coo.coalesce().to_sparse_csr()
         return self._cache[cache_key]
 
     def _accumulate(self, m: int, x: torch.Tensor, out: torch.Tensor) -> None:
