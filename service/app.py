@@ -1,0 +1,60 @@
+"""``create_app(settings)``: the FastAPI application with its lifespan, routers and handlers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+
+from service.errors import install_error_handlers
+from service.registry import EngineFactory, default_engine_factory
+from service.routes import api_router, health
+from service.services import Services
+from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ServiceSettings, engine_factory: EngineFactory = default_engine_factory) -> FastAPI:
+    """Builds the app; engines load in the background once the lifespan starts.
+
+    Args:
+        settings: Validated service settings.
+        engine_factory: Builds a ``QueryEngine`` per datastore (tests may substitute one).
+    """
+    services = Services(settings, engine_factory)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services.start()
+        try:
+            yield
+        finally:
+            services.stop()
+
+    app = FastAPI(
+        title="LESS gradient search service",
+        version="0.1.0",
+        summary="Select influential training data by LoRA gradient similarity (LESS).",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(api_router)
+
+    @app.middleware("http")
+    async def record_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        # The route template, not the raw path, so that names and job ids do not explode labels.
+        label = getattr(route, "path", "unmatched")
+        services.metrics.requests.inc(request.method, label, str(response.status_code))
+        services.metrics.latency.observe(time.perf_counter() - start, label)
+        return response
+
+    return app

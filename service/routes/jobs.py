@@ -1,0 +1,67 @@
+"""Background selections: create, poll, and download the result as JSONL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from client.schemas import ErrorResponse, Job, SelectRequest
+from service.deps import CurrentTeam, GrantedDatastore, JobStoreDep, SelectorDep, ServicesDep
+from service.errors import ServiceError
+
+router = APIRouter(tags=["jobs"])
+
+_CHUNK_LINES = 1024
+
+
+@router.post(
+    "/datastores/{name}/jobs", response_model=Job, status_code=202,
+    responses={status: {"model": ErrorResponse} for status in (400, 401, 404, 422, 429)},
+)
+async def create_job(
+    name: GrantedDatastore, body: SelectRequest, team: CurrentTeam, selector: SelectorDep, services: ServicesDep
+) -> Job:
+    """Queues a selection (e.g. 5 % of a large pool); poll it, then download its JSONL."""
+    selector.prepare(name, body)  # refuse a bad request now, not as a failed job later
+    job = await asyncio.to_thread(services.jobs.create, team.name, name, body)
+    services.job_runner.notify()
+    return job
+
+
+@router.get("/jobs/{job_id}", response_model=Job, responses={404: {"model": ErrorResponse}})
+async def get_job(job_id: str, team: CurrentTeam, jobs: JobStoreDep) -> Job:
+    """A job's status and progress (0 queued, 0.5 gradients done, 1 finished)."""
+    return await asyncio.to_thread(jobs.get, job_id, team.name)
+
+
+@router.get(
+    "/jobs/{job_id}/result",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/x-ndjson": {}}, "description": "One SelectedExample per line."},
+        404: {"model": ErrorResponse},
+        409: {"model": ErrorResponse},
+    },
+)
+async def job_result(job_id: str, team: CurrentTeam, jobs: JobStoreDep) -> StreamingResponse:
+    """Streams a succeeded job's selection, one `SelectedExample` JSON per line, best first."""
+    job = await asyncio.to_thread(jobs.get, job_id, team.name)
+    if job.status != "succeeded":
+        raise ServiceError(409, "conflict", f"job {job_id} is {job.status}; its result is not available")
+    path = jobs.result_path(job_id)
+
+    def lines() -> Iterator[str]:
+        with path.open(encoding="utf-8") as handle:
+            chunk: list[str] = []
+            for line in handle:
+                chunk.append(line)
+                if len(chunk) >= _CHUNK_LINES:
+                    yield "".join(chunk)
+                    chunk = []
+            if chunk:
+                yield "".join(chunk)
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

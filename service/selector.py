@@ -1,0 +1,137 @@
+"""From a ``SelectRequest`` to a ``SelectResponse``: limits, cache, worker, timeout, usage log.
+
+Checks that need no tokenizer (target count, k against N, checkpoint names) run here in the
+request path; token lengths are checked in the worker, which owns the tokenizer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from client.schemas import SelectedExample, SelectRequest, SelectResponse, Timings
+from indexer.query import Selection
+from less_core.config import SelectionConfig
+from less_core.data import Example
+from service.auth import Team
+from service.cache import SelectionCache, cache_key
+from service.errors import ServiceError, invalid
+from service.metrics import Metrics
+from service.registry import Registry
+from service.settings import ServiceSettings
+from service.worker import WorkItem, Worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated request, ready for the worker."""
+
+    datastore: str
+    version: str
+    request: SelectRequest
+    examples: list[Example]
+    config: SelectionConfig
+    k: int
+
+
+def to_examples(request: SelectRequest) -> list[Example]:
+    return [Example.from_dict(t.model_dump(exclude_none=True), require_id=False) for t in request.targets]
+
+
+def selected_examples(selection: Selection, return_scores: bool) -> list[SelectedExample]:
+    return [
+        SelectedExample(id=i, score=s if return_scores else None, subtask=t)
+        for i, s, t in zip(selection.ids, selection.scores, selection.subtasks)
+    ]
+
+
+class Selector:
+    """Validates, caches and runs selections through the worker."""
+
+    def __init__(
+        self, settings: ServiceSettings, registry: Registry, worker: Worker, cache: SelectionCache, metrics: Metrics
+    ):
+        self.settings = settings
+        self.registry = registry
+        self.worker = worker
+        self.cache = cache
+        self.metrics = metrics
+
+    def prepare(self, name: str, request: SelectRequest) -> Prepared:
+        """Checks the request against the limits and the datastore.
+
+        Raises:
+            ServiceError: 400 for too many targets, a k over ``max_k``, a fraction selecting none.
+            LessError: ConfigError (k > N), CheckpointNotFoundError (unknown checkpoint): 400.
+        """
+        store = self.registry.store(name)
+        if len(request.targets) > self.settings.max_targets:
+            raise invalid(f"{len(request.targets)} targets given; at most {self.settings.max_targets} allowed")
+        checkpoints = tuple(request.checkpoints) if request.checkpoints else None
+        config = SelectionConfig(k=request.k, fraction=request.fraction, aggregate=request.aggregate,
+                                 checkpoints=checkpoints)
+        if request.fraction is not None and round(request.fraction * store.n) == 0:
+            raise invalid(f"fraction={request.fraction} of {store.n} examples selects none; give k instead")
+        k = config.resolve_k(store.n)
+        if self.settings.max_k is not None and k > self.settings.max_k:
+            raise invalid(f"k={k} exceeds this service's limit of {self.settings.max_k}; use a job")
+        store.weights(list(checkpoints) if checkpoints else None)  # names the unknown checkpoint
+        return Prepared(name, store.version, request, to_examples(request), config, k)
+
+    def submit(
+        self, prepared: Prepared, on_gradients: Callable[[], None] | None = None, block: bool = False,
+        timeout: float | None = None,
+    ) -> tuple[WorkItem, Future[Selection]]:
+        item = WorkItem(prepared.datastore, prepared.examples, prepared.config,
+                        self.registry.max_target_tokens(prepared.datastore), on_gradients)
+        return item, self.worker.submit(item, block=block, timeout=timeout)
+
+    async def select(self, name: str, request: SelectRequest, team: Team) -> SelectResponse:
+        """Answers a select from the cache or through the worker, within the request timeout."""
+        start = time.perf_counter()
+        prepared = self.prepare(name, request)
+        key = cache_key(name, prepared.version, request)
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.metrics.cache_hits.inc()
+            total = (time.perf_counter() - start) * 1000
+            response = hit.model_copy(update={
+                "cached": True, "timings": Timings(gradient_ms=0, search_ms=0, queue_ms=0, total_ms=total),
+            })
+        else:
+            item, future = self.submit(prepared)
+            try:
+                selection = await asyncio.wait_for(asyncio.wrap_future(future), self.settings.request_timeout_s)
+            except asyncio.TimeoutError:
+                future.cancel()  # still queued: the worker skips it
+                self.metrics.rejected.inc("timeout")
+                raise ServiceError(504, "timeout", f"selection took longer than {self.settings.request_timeout_s} s") from None
+            total = (time.perf_counter() - start) * 1000
+            response = SelectResponse(
+                datastore=name,
+                datastore_version=prepared.version,
+                selected=selected_examples(selection, request.return_scores),
+                n_candidates=selection.n_candidates,
+                timings=Timings(gradient_ms=selection.gradient_ms, search_ms=selection.search_ms,
+                                queue_ms=item.queue_ms, total_ms=total),
+            )
+            self.cache.put(key, response)
+        self._log_usage(team, prepared, response)
+        return response
+
+    def _log_usage(self, team: Team, prepared: Prepared, response: SelectResponse) -> None:
+        extra = ""
+        if self.settings.log_target_contents:
+            extra = " targets=" + json.dumps([t.model_dump(exclude_none=True) for t in prepared.request.targets])
+        log.info(
+            "usage team=%s datastore=%s n_targets=%d k=%d latency_ms=%.1f cached=%s%s",
+            team.name, prepared.datastore, len(prepared.examples), prepared.k,
+            response.timings.total_ms, response.cached, extra,
+        )

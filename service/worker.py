@@ -1,0 +1,233 @@
+"""The one thread that owns the models: a bounded queue drained in micro-batches.
+
+Requests (from ``POST .../select`` and from jobs) are put on a bounded queue as ``WorkItem``s
+carrying a ``concurrent.futures.Future``. The worker takes the first pending item, then keeps
+taking items for up to ``batch_window_ms`` (or until ``max_batch_requests``), sets aside those
+for other datastores for the next round, and answers the batch with ONE
+``QueryEngine.select_many`` call, so the targets share forward/backward batches and all queries
+share one pass over the features. Before that call each request's targets are tokenized on
+their own and checked against the token limit, so one bad request fails alone. Routes await the
+futures through ``asyncio.wrap_future``, which resolves them on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from indexer.query import QueryEngine, Selection
+from less_core.config import SelectionConfig
+from less_core.data import Example, tokenize_example
+from less_core.errors import DataError
+from service.errors import ServiceError
+from service.metrics import Metrics
+from service.registry import Registry
+from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.1  # how often an idle worker looks at its stop flag
+
+
+@dataclass
+class WorkItem:
+    """One selection waiting for the worker.
+
+    Attributes:
+        datastore: Datastore name.
+        examples: Target examples.
+        config: Selection size, aggregation and checkpoints.
+        max_tokens: Token limit per target.
+        on_gradients: Called (in the worker) once the target gradients are computed.
+        future: Resolved with the ``Selection`` or the error for this request.
+        enqueued: ``time.perf_counter()`` when queued.
+        queue_ms: Time spent waiting, set when its batch starts.
+    """
+
+    datastore: str
+    examples: Sequence[Example]
+    config: SelectionConfig
+    max_tokens: int
+    on_gradients: Callable[[], None] | None = None
+    future: Future[Selection] = field(default_factory=Future)
+    enqueued: float = field(default_factory=time.perf_counter)
+    queue_ms: float = 0.0
+
+
+def check_target_lengths(engine: QueryEngine, examples: Sequence[Example], limit: int) -> None:
+    """Tokenizes each target untruncated and refuses one longer than ``limit`` tokens.
+
+    Raises:
+        DataError: naming the offending target's index and its length.
+    """
+    for i, example in enumerate(examples):
+        n_tokens = len(tokenize_example(engine.tokenizer, example, sys.maxsize).input_ids)
+        if n_tokens > limit:
+            raise DataError(f"targets[{i}] has {n_tokens} tokens, more than the limit of {limit}")
+    engine.tokenize_targets(examples)  # the engine's own checks (response survives truncation)
+
+
+@contextmanager
+def _after_gradients(engine: QueryEngine, hooks: list[Callable[[], None]]) -> Iterator[None]:
+    """Calls ``hooks`` when ``engine.target_features`` returns, for job progress.
+
+    ``select_many`` has no progress callback; shadowing the bound method on the instance is
+    safe because only this thread uses the engine, and deleting the shadow restores it.
+    """
+    if not hooks:
+        yield
+        return
+    original = engine.target_features
+
+    def wrapped(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = original(*args, **kwargs)
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:  # progress reporting must never fail a selection
+                log.exception("progress hook failed")
+        return out
+
+    engine.target_features = wrapped  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del engine.target_features
+
+
+class Worker:
+    """Owns the engines' compute; see the module docstring."""
+
+    def __init__(self, settings: ServiceSettings, registry: Registry, metrics: Metrics):
+        self.settings = settings
+        self.registry = registry
+        self.metrics = metrics
+        self._queue: queue.Queue[WorkItem] = queue.Queue(maxsize=settings.queue_max)
+        self._backlog: deque[WorkItem] = deque()  # taken while batching, for another datastore
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize() + len(self._backlog)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="less-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stops after the current batch; pending requests get 503."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        pending = list(self._backlog)
+        self._backlog.clear()
+        while True:
+            try:
+                pending.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        for item in pending:
+            if item.future.set_running_or_notify_cancel():
+                item.future.set_exception(ServiceError(503, "overloaded", "service is shutting down", retry_after=5))
+
+    def submit(self, item: WorkItem, block: bool = False, timeout: float | None = None) -> Future[Selection]:
+        """Queues an item.
+
+        Raises:
+            ServiceError: 503 ``overloaded`` with Retry-After when the queue is full.
+        """
+        try:
+            self._queue.put(item, block=block, timeout=timeout)
+        except queue.Full:
+            self.metrics.rejected.inc("queue_full")
+            raise ServiceError(
+                503, "overloaded", f"{self.settings.queue_max} requests already queued; retry shortly", retry_after=1
+            ) from None
+        return item.future
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            batch = self._collect()
+            if batch:
+                try:
+                    self._answer(batch)
+                except Exception as exc:  # the worker must outlive any one batch
+                    log.exception("batch of %d failed", len(batch))
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(exc)
+
+    def _collect(self) -> list[WorkItem]:
+        """The next batch: one datastore's items, gathered for at most the batch window."""
+        if self._backlog:
+            first = self._backlog.popleft()
+        else:
+            try:
+                first = self._queue.get(timeout=_POLL_S)
+            except queue.Empty:
+                return []
+        batch = [first]
+        limit = self.settings.max_batch_requests
+        for item in list(self._backlog):
+            if len(batch) < limit and item.datastore == first.datastore:
+                self._backlog.remove(item)
+                batch.append(item)
+        deadline = time.monotonic() + self.settings.batch_window_ms / 1000
+        while len(batch) < limit:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            (batch if item.datastore == first.datastore else self._backlog).append(item)
+        return batch
+
+    def _answer(self, batch: list[WorkItem]) -> None:
+        start = time.perf_counter()
+        # Requests whose caller gave up (timeout) are dropped here, before any compute.
+        live = [item for item in batch if item.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        try:
+            engine = self.registry.engine(live[0].datastore)
+        except ServiceError as exc:
+            for item in live:
+                item.future.set_exception(exc)
+            return
+        valid = []
+        for item in live:
+            item.queue_ms = (start - item.enqueued) * 1000
+            try:
+                check_target_lengths(engine, item.examples, item.max_tokens)
+            except DataError as exc:
+                item.future.set_exception(exc)
+            else:
+                valid.append(item)
+        if valid:
+            self._select(engine, valid)
+
+    def _select(self, engine: QueryEngine, items: list[WorkItem]) -> None:
+        hooks = [item.on_gradients for item in items if item.on_gradients is not None]
+        try:
+            with _after_gradients(engine, hooks):
+                results = engine.select_many([(item.examples, item.config) for item in items])
+        except Exception as exc:  # unexpected: retry one by one so one request cannot fail the rest
+            if len(items) == 1:
+                items[0].future.set_exception(exc)
+                return
+            log.warning("batch of %d failed (%s); answering its requests one by one", len(items), exc)
+            for item in items:
+                self._select(engine, [item])
+            return
+        self.metrics.batch_size.observe(len(items))
+        for item, result in zip(items, results):
+            item.future.set_result(result)
