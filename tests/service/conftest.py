@@ -64,3 +64,6 @@ TARGETS = [
      "subtask": "strings"},
     {"messages": [{"role": "user", "content": "shout hijk"}, {"role": "assistant", "content": "HIJK!"}]},
 ]
+
+# Longer than the tiny datastore's max_length (64 tokens), the default per-target limit.
+LONG_TARGET = {"prompt": "add " * 200, "completion": "1"}

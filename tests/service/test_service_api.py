@@ -6,7 +6,7 @@ import pytest
 
 from less_core.config import SelectionConfig
 from less_core.data import Example
-from tests.service.conftest import TARGETS, auth
+from tests.service.conftest import LONG_TARGET, TARGETS, auth
 
 
 def library_select(engine, targets, **config):
@@ -85,15 +85,12 @@ def test_return_scores_false(client):
     assert [s["score"] for s in body["selected"]] == [None, None]
 
 
-LONG = {"prompt": "add " * 200, "completion": "1"}
-
-
 @pytest.mark.parametrize(
     ("body", "status", "needle"),
     [
         ({"targets": [], "k": 1}, 422, "targets"),
         ({"targets": [TARGETS[0]] * 65, "k": 1}, 400, "65 targets"),
-        ({"targets": [TARGETS[0], LONG], "k": 1}, 400, "targets[1]"),
+        ({"targets": [TARGETS[0], LONG_TARGET], "k": 1}, 400, "targets[1]"),
         ({"targets": TARGETS, "k": 0}, 422, "k"),
         ({"targets": TARGETS, "k": 49}, 400, "exceeds the pool size 48"),
         ({"targets": TARGETS, "k": 2, "fraction": 0.1}, 422, "not both"),
