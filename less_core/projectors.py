@@ -202,6 +202,8 @@ class Projector(ABC):
 
     def project_flat(self, x: torch.Tensor) -> torch.Tensor:
         """Project (B, d) full gradients (d = layout total); same result as ``project``."""
+        if x.ndim != 2 or x.shape[1] != self.layout.total:
+            raise ConfigError(f"expected (B, {self.layout.total}) gradients, got {tuple(x.shape)}")
         return self.project(list(torch.split(x, list(self.layout.sizes), dim=1)))
 
     @abstractmethod

@@ -91,6 +91,8 @@ def scan_select(
     """
     if not features:
         raise ConfigError("no feature matrices to search")
+    if not query_sets:
+        return []
     n, p = features[0].shape
     n_ckpt = len(features)
     if any(f.shape != (n, p) for f in features):

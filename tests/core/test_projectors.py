@@ -508,11 +508,6 @@ def test_block_shape_errors():
         p.project([torch.zeros(4), torch.zeros(6)])  # not batched
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Projector.project_flat lets torch.split raise RuntimeError/IndexError for a "
-    "(B, d) input whose width is not the layout total (or a 1-D input) instead of ConfigError",
-)
 @pytest.mark.parametrize("shape", [(2, 11), (2, 9), (10,)])
 def test_project_flat_wrong_width_is_config_error(shape):
     p = proj("rademacher", dim=8, sizes=(4, 6))
