@@ -18,7 +18,9 @@ from service.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: ServiceSettings, engine_factory: EngineFactory = default_engine_factory) -> FastAPI:
+def create_app(
+    settings: ServiceSettings, engine_factory: EngineFactory = default_engine_factory
+) -> FastAPI:
     """Builds the app; engines load in the background once the lifespan starts.
 
     Args:
@@ -47,7 +49,9 @@ def create_app(settings: ServiceSettings, engine_factory: EngineFactory = defaul
     app.include_router(api_router)
 
     @app.middleware("http")
-    async def record_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def record_metrics(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         start = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")

@@ -53,7 +53,9 @@ class KeyRing:
 class TokenBucket:
     """Capacity ``burst`` tokens, refilled at ``rate_per_minute``; one token per request."""
 
-    def __init__(self, rate_per_minute: float, burst: int, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, rate_per_minute: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ):
         self.rate = rate_per_minute / 60.0
         self.capacity = float(burst)
         self._tokens = float(burst)
@@ -78,7 +80,8 @@ class RateLimiter:
 
     def __init__(self, settings: ServiceSettings):
         self._buckets = {
-            name: TokenBucket(config.rate_per_minute, config.burst) for name, config in settings.teams.items()
+            name: TokenBucket(config.rate_per_minute, config.burst)
+            for name, config in settings.teams.items()
         }
 
     def check(self, team: Team) -> None:
@@ -91,6 +94,8 @@ class RateLimiter:
         if wait > 0:
             retry_after = max(1, math.ceil(wait))
             raise ServiceError(
-                429, "rate_limited", f"rate limit of team {team.name!r} exceeded; retry in {retry_after} s",
+                429,
+                "rate_limited",
+                f"rate limit of team {team.name!r} exceeded; retry in {retry_after} s",
                 retry_after=retry_after,
             )

@@ -57,8 +57,10 @@ def current_team(
 CurrentTeam = Annotated[Team, Depends(current_team)]
 
 
-def granted_datastore(team: CurrentTeam, registry: RegistryDep, name: Annotated[str, Path()]) -> str:
-    """The datastore name from the path, if the team may use it; 404 otherwise (even if it exists)."""
+def granted_datastore(
+    team: CurrentTeam, registry: RegistryDep, name: Annotated[str, Path()]
+) -> str:
+    """The path's datastore name if the team may use it; 404 otherwise (even if it exists)."""
     if name not in team.datastores or name not in registry.names():
         raise not_found(f"datastore {name!r} not found")
     return name

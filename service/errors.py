@@ -70,7 +70,9 @@ def invalid(message: str) -> ServiceError:
     return ServiceError(400, "invalid_request", message)
 
 
-def error_response(status: int, code: str, message: str, retry_after: int | None = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, retry_after: int | None = None
+) -> JSONResponse:
     """The JSON error answer, with ``Retry-After`` when given."""
     body = ErrorResponse(error=ErrorBody(code=code, message=message))
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
@@ -87,7 +89,10 @@ def less_error_status(exc: LessError) -> tuple[int, str]:
         return 500, "internal"
     if isinstance(exc, CheckpointNotFoundError):
         return 400, "invalid_request"
-    return 400, "invalid_request"  # ConfigError, DataError: the request asked for something impossible
+    return (
+        400,
+        "invalid_request",
+    )  # ConfigError, DataError: the request asked for something impossible
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -116,7 +121,9 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    code = _CODE_BY_STATUS.get(exc.status_code, "internal" if exc.status_code >= 500 else "invalid_request")
+    code = _CODE_BY_STATUS.get(
+        exc.status_code, "internal" if exc.status_code >= 500 else "invalid_request"
+    )
     return error_response(exc.status_code, code, str(exc.detail))
 
 

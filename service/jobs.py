@@ -76,7 +76,8 @@ class JobStore:
         job_id, now = uuid.uuid4().hex, _now()
         with self._db() as db:
             db.execute(
-                "INSERT INTO jobs (id, team, datastore, status, progress, request, created_at, updated_at)"
+                "INSERT INTO jobs (id, team, datastore, status, progress, request,"
+                " created_at, updated_at)"
                 " VALUES (?, ?, ?, 'queued', 0, ?, ?, ?)",
                 (job_id, team, datastore, request.model_dump_json(), now, now),
             )
@@ -85,7 +86,9 @@ class JobStore:
     def get(self, job_id: str, team: str) -> Job:
         """The team's job; another team's job is 404 like a missing one."""
         with self._db() as db:
-            row = db.execute("SELECT * FROM jobs WHERE id = ? AND team = ?", (job_id, team)).fetchone()
+            row = db.execute(
+                "SELECT * FROM jobs WHERE id = ? AND team = ?", (job_id, team)
+            ).fetchone()
         if row is None:
             raise ServiceError(404, "not_found", f"job {job_id!r} not found")
         return _job(row)
@@ -100,7 +103,9 @@ class JobStore:
         """Puts jobs a previous process left ``running`` back to ``queued``; returns how many."""
         with self._db() as db:
             cursor = db.execute(
-                "UPDATE jobs SET status = 'queued', progress = 0, updated_at = ? WHERE status = 'running'", (_now(),)
+                "UPDATE jobs SET status = 'queued', progress = 0, updated_at = ?"
+                " WHERE status = 'running'",
+                (_now(),),
             )
             return cursor.rowcount
 
@@ -108,7 +113,8 @@ class JobStore:
         """(id, datastore, request) of the oldest queued job, or None."""
         with self._db() as db:
             row = db.execute(
-                "SELECT id, datastore, request FROM jobs WHERE status = 'queued' ORDER BY created_at, id LIMIT 1"
+                "SELECT id, datastore, request FROM jobs WHERE status = 'queued'"
+                " ORDER BY created_at, id LIMIT 1"
             ).fetchone()
         if row is None:
             return None
@@ -133,8 +139,14 @@ def _job(row: sqlite3.Row) -> Job:
     if row["error_code"]:
         error = ErrorBody(code=row["error_code"], message=row["error_message"] or "")
     return Job(
-        id=row["id"], datastore=row["datastore"], status=row["status"], progress=row["progress"],
-        created_at=row["created_at"], updated_at=row["updated_at"], n_selected=row["n_selected"], error=error,
+        id=row["id"],
+        datastore=row["datastore"],
+        status=row["status"],
+        progress=row["progress"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        n_selected=row["n_selected"],
+        error=error,
     )
 
 
@@ -184,7 +196,10 @@ class JobRunner:
         try:
             prepared = self.selector.prepare(datastore, request)
             _, future = self.selector.submit(
-                prepared, on_gradients=lambda: self.store.update(job_id, progress=0.5), block=True, timeout=60.0
+                prepared,
+                on_gradients=lambda: self.store.update(job_id, progress=0.5),
+                block=True,
+                timeout=60.0,
             )
             while True:
                 try:

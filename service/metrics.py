@@ -56,7 +56,9 @@ class Histogram:
 
     kind = "histogram"
 
-    def __init__(self, name: str, help_text: str, buckets: Sequence[float], labels: Sequence[str] = ()):
+    def __init__(
+        self, name: str, help_text: str, buckets: Sequence[float], labels: Sequence[str] = ()
+    ):
         self.name, self.help, self.label_names = name, help_text, tuple(labels)
         self.buckets = tuple(buckets)
         self._series: dict[tuple[str, ...], list[float]] = {}  # bucket counts..., sum, count
@@ -105,12 +107,29 @@ class Gauge:
 class Metrics:
     """The service's metrics; ``render`` gives the /metrics body."""
 
-    def __init__(self, queue_depth: Callable[[], float | None], gpu_memory: Callable[[], float | None]):
-        self.requests = Counter("less_http_requests_total", "HTTP requests by route and status.", ("method", "route", "status"))
-        self.latency = Histogram("less_http_request_duration_seconds", "HTTP request latency.", LATENCY_BUCKETS, ("route",))
-        self.batch_size = Histogram("less_batch_size", "Select requests answered per engine call.", BATCH_BUCKETS)
-        self.cache_hits = Counter("less_select_cache_hits_total", "Selections answered from the cache.")
-        self.rejected = Counter("less_select_rejected_total", "Selections refused by the worker.", ("reason",))
+    def __init__(
+        self, queue_depth: Callable[[], float | None], gpu_memory: Callable[[], float | None]
+    ):
+        self.requests = Counter(
+            "less_http_requests_total",
+            "HTTP requests by route and status.",
+            ("method", "route", "status"),
+        )
+        self.latency = Histogram(
+            "less_http_request_duration_seconds",
+            "HTTP request latency.",
+            LATENCY_BUCKETS,
+            ("route",),
+        )
+        self.batch_size = Histogram(
+            "less_batch_size", "Select requests answered per engine call.", BATCH_BUCKETS
+        )
+        self.cache_hits = Counter(
+            "less_select_cache_hits_total", "Selections answered from the cache."
+        )
+        self.rejected = Counter(
+            "less_select_rejected_total", "Selections refused by the worker.", ("reason",)
+        )
         self._all = [
             self.requests,
             self.latency,

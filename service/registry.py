@@ -1,4 +1,4 @@
-"""The datastores the service knows: manifests read at start, query engines loaded in the background.
+"""The datastores the service knows: manifests read at start, engines loaded in the background.
 
 ``/healthz`` answers while engines load; ``/readyz`` reports ready once every datastore's engine
 is loaded. A datastore that fails to load stays "failed" (logged, shown by /readyz) and its
@@ -37,7 +37,9 @@ def summarize(name: str, store: Datastore) -> DatastoreSummary:
         version=store.version,
         model_id=str(m["model"]["id"]),
         n_examples=store.n,
-        checkpoints=[CheckpointInfo(name=c["name"], lr=c["lr"], weight=c["weight"]) for c in m["checkpoints"]],
+        checkpoints=[
+            CheckpointInfo(name=c["name"], lr=c["lr"], weight=c["weight"]) for c in m["checkpoints"]
+        ],
         projector=ProjectorInfo(**{k: m["projector"][k] for k in ("kind", "dim", "seed", "scope")}),
         feature_dtype=str(m["features"]["dtype"]),
         created_at=str(m["created_at"]),
@@ -47,7 +49,9 @@ def summarize(name: str, store: Datastore) -> DatastoreSummary:
 class Registry:
     """Datastores by name, their summaries, and their engines once loaded."""
 
-    def __init__(self, settings: ServiceSettings, engine_factory: EngineFactory = default_engine_factory):
+    def __init__(
+        self, settings: ServiceSettings, engine_factory: EngineFactory = default_engine_factory
+    ):
         self.settings = settings
         self._factory = engine_factory
         self._stores: dict[str, Datastore] = {}
@@ -73,7 +77,9 @@ class Registry:
         for name, store in self._stores.items():
             try:
                 engine = self._factory(store, self.settings.datastores[name], self.settings.device)
-            except Exception as exc:  # any load failure must mark the datastore, not kill the thread
+            except (
+                Exception
+            ) as exc:  # any load failure must mark the datastore, not kill the thread
                 log.exception("loading datastore %r failed", name)
                 with self._lock:
                     self._state[name] = f"failed: {exc}"
@@ -81,7 +87,13 @@ class Registry:
             with self._lock:
                 self._engines[name] = engine
                 self._state[name] = "ready"
-            log.info("datastore %r version %s ready (N=%d) on %s", name, store.version, store.n, engine.device)
+            log.info(
+                "datastore %r version %s ready (N=%d) on %s",
+                name,
+                store.version,
+                store.n,
+                engine.device,
+            )
         self.loaded.set()
 
     @property
@@ -112,13 +124,19 @@ class Registry:
             engine = self._engines.get(name)
             state = self._state.get(name, "unknown")
         if engine is None:
-            raise ServiceError(503, "overloaded", f"datastore {name!r} is not ready ({state})", retry_after=5)
+            raise ServiceError(
+                503, "overloaded", f"datastore {name!r} is not ready ({state})", retry_after=5
+            )
         return engine
 
     def max_target_tokens(self, name: str) -> int:
         """Configured token limit per target, by default the datastore's max_length."""
         configured = self.settings.max_target_tokens
-        return configured if configured is not None else int(self.store(name).manifest["tokenization"]["max_length"])
+        return (
+            configured
+            if configured is not None
+            else int(self.store(name).manifest["tokenization"]["max_length"])
+        )
 
 
 def gpu_memory_bytes() -> float | None:

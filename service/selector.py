@@ -24,7 +24,7 @@ from service.errors import ServiceError, invalid
 from service.metrics import Metrics
 from service.registry import Registry
 from service.settings import ServiceSettings
-from service.worker import WorkItem, Worker
+from service.worker import Worker, WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,10 @@ class Prepared:
 
 
 def to_examples(request: SelectRequest) -> list[Example]:
-    return [Example.from_dict(t.model_dump(exclude_none=True), require_id=False) for t in request.targets]
+    return [
+        Example.from_dict(t.model_dump(exclude_none=True), require_id=False)
+        for t in request.targets
+    ]
 
 
 def selected_examples(selection: Selection, return_scores: bool) -> list[SelectedExample]:
@@ -56,7 +59,12 @@ class Selector:
     """Validates, caches and runs selections through the worker."""
 
     def __init__(
-        self, settings: ServiceSettings, registry: Registry, worker: Worker, cache: SelectionCache, metrics: Metrics
+        self,
+        settings: ServiceSettings,
+        registry: Registry,
+        worker: Worker,
+        cache: SelectionCache,
+        metrics: Metrics,
     ):
         self.settings = settings
         self.registry = registry
@@ -73,12 +81,20 @@ class Selector:
         """
         store = self.registry.store(name)
         if len(request.targets) > self.settings.max_targets:
-            raise invalid(f"{len(request.targets)} targets given; at most {self.settings.max_targets} allowed")
+            raise invalid(
+                f"{len(request.targets)} targets given; at most {self.settings.max_targets} allowed"
+            )
         checkpoints = tuple(request.checkpoints) if request.checkpoints else None
-        config = SelectionConfig(k=request.k, fraction=request.fraction, aggregate=request.aggregate,
-                                 checkpoints=checkpoints)
+        config = SelectionConfig(
+            k=request.k,
+            fraction=request.fraction,
+            aggregate=request.aggregate,
+            checkpoints=checkpoints,
+        )
         if request.fraction is not None and round(request.fraction * store.n) == 0:
-            raise invalid(f"fraction={request.fraction} of {store.n} examples selects none; give k instead")
+            raise invalid(
+                f"fraction={request.fraction} of {store.n} examples selects none; give k instead"
+            )
         k = config.resolve_k(store.n)
         if self.settings.max_k is not None and k > self.settings.max_k:
             raise invalid(f"k={k} exceeds this service's limit of {self.settings.max_k}; use a job")
@@ -86,11 +102,19 @@ class Selector:
         return Prepared(name, store.version, request, to_examples(request), config, k)
 
     def submit(
-        self, prepared: Prepared, on_gradients: Callable[[], None] | None = None, block: bool = False,
+        self,
+        prepared: Prepared,
+        on_gradients: Callable[[], None] | None = None,
+        block: bool = False,
         timeout: float | None = None,
     ) -> tuple[WorkItem, Future[Selection]]:
-        item = WorkItem(prepared.datastore, prepared.examples, prepared.config,
-                        self.registry.max_target_tokens(prepared.datastore), on_gradients)
+        item = WorkItem(
+            prepared.datastore,
+            prepared.examples,
+            prepared.config,
+            self.registry.max_target_tokens(prepared.datastore),
+            on_gradients,
+        )
         return item, self.worker.submit(item, block=block, timeout=timeout)
 
     async def select(self, name: str, request: SelectRequest, team: Team) -> SelectResponse:
@@ -102,25 +126,38 @@ class Selector:
         if hit is not None:
             self.metrics.cache_hits.inc()
             total = (time.perf_counter() - start) * 1000
-            response = hit.model_copy(update={
-                "cached": True, "timings": Timings(gradient_ms=0, search_ms=0, queue_ms=0, total_ms=total),
-            })
+            response = hit.model_copy(
+                update={
+                    "cached": True,
+                    "timings": Timings(gradient_ms=0, search_ms=0, queue_ms=0, total_ms=total),
+                }
+            )
         else:
             item, future = self.submit(prepared)
             try:
-                selection = await asyncio.wait_for(asyncio.wrap_future(future), self.settings.request_timeout_s)
+                selection = await asyncio.wait_for(
+                    asyncio.wrap_future(future), self.settings.request_timeout_s
+                )
             except asyncio.TimeoutError:
                 future.cancel()  # still queued: the worker skips it
                 self.metrics.rejected.inc("timeout")
-                raise ServiceError(504, "timeout", f"selection took longer than {self.settings.request_timeout_s} s") from None
+                raise ServiceError(
+                    504,
+                    "timeout",
+                    f"selection took longer than {self.settings.request_timeout_s} s",
+                ) from None
             total = (time.perf_counter() - start) * 1000
             response = SelectResponse(
                 datastore=name,
                 datastore_version=prepared.version,
                 selected=selected_examples(selection, request.return_scores),
                 n_candidates=selection.n_candidates,
-                timings=Timings(gradient_ms=selection.gradient_ms, search_ms=selection.search_ms,
-                                queue_ms=item.queue_ms, total_ms=total),
+                timings=Timings(
+                    gradient_ms=selection.gradient_ms,
+                    search_ms=selection.search_ms,
+                    queue_ms=item.queue_ms,
+                    total_ms=total,
+                ),
             )
             self.cache.put(key, response)
         self._log_usage(team, prepared, response)
@@ -129,9 +166,16 @@ class Selector:
     def _log_usage(self, team: Team, prepared: Prepared, response: SelectResponse) -> None:
         extra = ""
         if self.settings.log_target_contents:
-            extra = " targets=" + json.dumps([t.model_dump(exclude_none=True) for t in prepared.request.targets])
+            extra = " targets=" + json.dumps(
+                [t.model_dump(exclude_none=True) for t in prepared.request.targets]
+            )
         log.info(
             "usage team=%s datastore=%s n_targets=%d k=%d latency_ms=%.1f cached=%s%s",
-            team.name, prepared.datastore, len(prepared.examples), prepared.k,
-            response.timings.total_ms, response.cached, extra,
+            team.name,
+            prepared.datastore,
+            len(prepared.examples),
+            prepared.k,
+            response.timings.total_ms,
+            response.cached,
+            extra,
         )

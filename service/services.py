@@ -19,14 +19,20 @@ log = logging.getLogger(__name__)
 class Services:
     """Registry, worker, cache, jobs, auth and metrics of one app instance."""
 
-    def __init__(self, settings: ServiceSettings, engine_factory: EngineFactory = default_engine_factory):
+    def __init__(
+        self, settings: ServiceSettings, engine_factory: EngineFactory = default_engine_factory
+    ):
         self.settings = settings
         self.registry = Registry(settings, engine_factory)
         self.keyring = KeyRing(settings.teams)
         self.limiter = RateLimiter(settings)
-        self.metrics = Metrics(queue_depth=lambda: float(self.worker.depth), gpu_memory=gpu_memory_bytes)
+        self.metrics = Metrics(
+            queue_depth=lambda: float(self.worker.depth), gpu_memory=gpu_memory_bytes
+        )
         self.worker = Worker(settings, self.registry, self.metrics)
-        self.selector = Selector(settings, self.registry, self.worker, SelectionCache(settings.cache_size), self.metrics)
+        self.selector = Selector(
+            settings, self.registry, self.worker, SelectionCache(settings.cache_size), self.metrics
+        )
         self.jobs = JobStore(settings.resolved_jobs_dir)
         self.job_runner = JobRunner(self.jobs, self.selector, self.registry)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from contextvars import ContextVar
 import re
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,9 @@ class DatastoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: Path = Field(description="Datastore root (the directory holding CURRENT).")
-    model_dir: Path = Field(description="Base model checkpoint directory the datastore was built from.")
+    model_dir: Path = Field(
+        description="Base model checkpoint directory the datastore was built from."
+    )
 
 
 class TeamConfig(BaseModel):
@@ -51,7 +53,9 @@ class TeamConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    key_sha256: list[str] = Field(min_length=1, description="sha256 hex digests of the team's keys.")
+    key_sha256: list[str] = Field(
+        min_length=1, description="sha256 hex digests of the team's keys."
+    )
     datastores: list[str] = Field(default_factory=list, description="Datastore names it may use.")
     rate_per_minute: float = Field(default=600.0, gt=0, description="Token-bucket refill rate.")
     burst: int = Field(default=60, ge=1, description="Token-bucket capacity.")
@@ -75,15 +79,25 @@ class ServiceSettings(BaseSettings):
     teams: dict[str, TeamConfig] = Field(min_length=1)
     max_targets: int = Field(default=64, ge=1, description="Targets per request at most.")
     max_target_tokens: int | None = Field(
-        default=None, ge=2, description="Tokens per target at most; default the datastore's max_length."
+        default=None,
+        ge=2,
+        description="Tokens per target at most; default the datastore's max_length.",
     )
     max_k: int | None = Field(default=None, ge=1, description="Largest k a select may ask for.")
-    max_batch_requests: int = Field(default=32, ge=1, description="Requests answered by one engine call.")
-    batch_window_ms: float = Field(default=5.0, ge=0, description="Wait after a batch's first request.")
+    max_batch_requests: int = Field(
+        default=32, ge=1, description="Requests answered by one engine call."
+    )
+    batch_window_ms: float = Field(
+        default=5.0, ge=0, description="Wait after a batch's first request."
+    )
     queue_max: int = Field(default=256, ge=1, description="Pending requests before 503 overloaded.")
     request_timeout_s: float = Field(default=60.0, gt=0, description="A select's time limit (504).")
-    jobs_dir: Path | None = Field(default=None, description="SQLite + job results; default next to the first datastore.")
-    cache_size: int = Field(default=1024, ge=0, description="LRU entries of answered selects (0: off).")
+    jobs_dir: Path | None = Field(
+        default=None, description="SQLite + job results; default next to the first datastore."
+    )
+    cache_size: int = Field(
+        default=1024, ge=0, description="LRU entries of answered selects (0: off)."
+    )
     log_target_contents: bool = Field(default=False, description="Put target texts in usage logs.")
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N.")
 
@@ -97,7 +111,9 @@ class ServiceSettings(BaseSettings):
         for team, config in self.teams.items():
             for digest in config.key_sha256:
                 if owners.setdefault(digest, team) != team:
-                    raise ValueError(f"one API key is configured for teams {owners[digest]!r} and {team!r}")
+                    raise ValueError(
+                        f"one API key is configured for teams {owners[digest]!r} and {team!r}"
+                    )
         return self
 
     @property
@@ -137,7 +153,8 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         return ServiceSettings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
+            + e["msg"].removeprefix("Value error, ")
             for e in exc.errors()
         )
         raise ConfigError(f"invalid service settings: {problems}") from None

@@ -138,9 +138,13 @@ class Worker:
                 break
         for item in pending:
             if item.future.set_running_or_notify_cancel():
-                item.future.set_exception(ServiceError(503, "overloaded", "service is shutting down", retry_after=5))
+                item.future.set_exception(
+                    ServiceError(503, "overloaded", "service is shutting down", retry_after=5)
+                )
 
-    def submit(self, item: WorkItem, block: bool = False, timeout: float | None = None) -> Future[Selection]:
+    def submit(
+        self, item: WorkItem, block: bool = False, timeout: float | None = None
+    ) -> Future[Selection]:
         """Queues an item.
 
         Raises:
@@ -151,7 +155,10 @@ class Worker:
         except queue.Full:
             self.metrics.rejected.inc("queue_full")
             raise ServiceError(
-                503, "overloaded", f"{self.settings.queue_max} requests already queued; retry shortly", retry_after=1
+                503,
+                "overloaded",
+                f"{self.settings.queue_max} requests already queued; retry shortly",
+                retry_after=1,
             ) from None
         return item.future
 
@@ -224,7 +231,9 @@ class Worker:
             if len(items) == 1:
                 items[0].future.set_exception(exc)
                 return
-            log.warning("batch of %d failed (%s); answering its requests one by one", len(items), exc)
+            log.warning(
+                "batch of %d failed (%s); answering its requests one by one", len(items), exc
+            )
             for item in items:
                 self._select(engine, [item])
             return

@@ -18,11 +18,17 @@ _CHUNK_LINES = 1024
 
 
 @router.post(
-    "/datastores/{name}/jobs", response_model=Job, status_code=202,
+    "/datastores/{name}/jobs",
+    response_model=Job,
+    status_code=202,
     responses={status: {"model": ErrorResponse} for status in (400, 401, 404, 422, 429)},
 )
 async def create_job(
-    name: GrantedDatastore, body: SelectRequest, team: CurrentTeam, selector: SelectorDep, services: ServicesDep
+    name: GrantedDatastore,
+    body: SelectRequest,
+    team: CurrentTeam,
+    selector: SelectorDep,
+    services: ServicesDep,
 ) -> Job:
     """Queues a selection (e.g. 5 % of a large pool); poll it, then download its JSONL."""
     selector.prepare(name, body)  # refuse a bad request now, not as a failed job later
@@ -41,7 +47,10 @@ async def get_job(job_id: str, team: CurrentTeam, jobs: JobStoreDep) -> Job:
     "/jobs/{job_id}/result",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"application/x-ndjson": {}}, "description": "One SelectedExample per line."},
+        200: {
+            "content": {"application/x-ndjson": {}},
+            "description": "One SelectedExample per line.",
+        },
         404: {"model": ErrorResponse},
         409: {"model": ErrorResponse},
     },
@@ -50,8 +59,12 @@ async def job_result(job_id: str, team: CurrentTeam, jobs: JobStoreDep) -> Strea
     """Streams a succeeded job's selection, one `SelectedExample` JSON per line, best first."""
     job = await asyncio.to_thread(jobs.get, job_id, team.name)
     if job.status != "succeeded":
-        raise ServiceError(409, "conflict", f"job {job_id} is {job.status}; its result is not available")
+        raise ServiceError(
+            409, "conflict", f"job {job_id} is {job.status}; its result is not available"
+        )
     path = jobs.result_path(job_id)
+    if not path.is_file():  # removed by hand: say so instead of failing mid-stream
+        raise ServiceError(404, "not_found", f"result file of job {job_id} is missing")
 
     def lines() -> Iterator[str]:
         with path.open(encoding="utf-8") as handle:

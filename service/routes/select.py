@@ -13,7 +13,9 @@ _ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 422, 4
 
 
 @router.post("/{name}/select", response_model=SelectResponse, responses=_ERRORS)
-async def select(name: GrantedDatastore, body: SelectRequest, team: CurrentTeam, selector: SelectorDep) -> SelectResponse:
+async def select(
+    name: GrantedDatastore, body: SelectRequest, team: CurrentTeam, selector: SelectorDep
+) -> SelectResponse:
     """Ranks the datastore's training examples by gradient similarity to the targets.
 
     Concurrent requests are micro-batched: their target gradients share forward/backward

@@ -1,4 +1,4 @@
-"""Service fixtures: settings over the shared tiny datastore, an in-process app, a reference engine."""
+"""Service fixtures: settings over the shared tiny datastore, in-process app, reference engine."""
 
 from __future__ import annotations
 
@@ -21,16 +21,25 @@ def auth(team: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {KEYS[team]}"}
 
 
-def make_settings(datastore_root: Path, model_dir: Path, jobs_dir: Path, **overrides) -> ServiceSettings:
+def make_settings(
+    datastore_root: Path, model_dir: Path, jobs_dir: Path, **overrides
+) -> ServiceSettings:
     """Two datastores over the same files: alpha may use 'tiny', beta only 'other'."""
     ds = {"path": str(datastore_root), "model_dir": str(model_dir)}
     teams = {
         "alpha": {"key_sha256": [hash_key(KEYS["alpha"])], "datastores": ["tiny"]},
         "beta": {"key_sha256": [hash_key(KEYS["beta"])], "datastores": ["other"]},
         # One token, refilled in ~1 s: the second quick request is rate limited.
-        "slow": {"key_sha256": [hash_key(KEYS["slow"])], "datastores": ["tiny"], "rate_per_minute": 60, "burst": 1},
+        "slow": {
+            "key_sha256": [hash_key(KEYS["slow"])],
+            "datastores": ["tiny"],
+            "rate_per_minute": 60,
+            "burst": 1,
+        },
     }
-    values = dict(datastores={"tiny": ds, "other": ds}, teams=teams, jobs_dir=str(jobs_dir), device="cpu")
+    values = dict(
+        datastores={"tiny": ds, "other": ds}, teams=teams, jobs_dir=str(jobs_dir), device="cpu"
+    )
     values.update(overrides)
     return ServiceSettings(**values)
 
@@ -60,9 +69,19 @@ def client(datastore_root, tiny_model_dir, tmp_path_factory):
 
 TARGETS = [
     {"prompt": "add 3 and 4 = ", "completion": "7", "subtask": "math"},
-    {"messages": [{"role": "user", "content": "reverse abcde"}, {"role": "assistant", "content": "edcba"}],
-     "subtask": "strings"},
-    {"messages": [{"role": "user", "content": "shout hijk"}, {"role": "assistant", "content": "HIJK!"}]},
+    {
+        "messages": [
+            {"role": "user", "content": "reverse abcde"},
+            {"role": "assistant", "content": "edcba"},
+        ],
+        "subtask": "strings",
+    },
+    {
+        "messages": [
+            {"role": "user", "content": "shout hijk"},
+            {"role": "assistant", "content": "HIJK!"},
+        ]
+    },
 ]
 
 # Longer than the tiny datastore's max_length (64 tokens), the default per-target limit.

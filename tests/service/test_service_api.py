@@ -25,7 +25,9 @@ def test_health_and_ready(client):
     assert ready.json()["ready"] is True
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic alpha-key"}])
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic alpha-key"}]
+)
 def test_auth_required(client, headers):
     response = client.get("/v1/datastores", headers=headers)
     assert response.status_code == 401
@@ -45,8 +47,14 @@ def test_list_shows_only_granted(client, datastore_root):
 def test_other_team_or_unknown_datastore_is_404(client, name):
     responses = [
         client.get(f"/v1/datastores/{name}", headers=auth("alpha")),
-        client.post(f"/v1/datastores/{name}/select", headers=auth("alpha"), json={"targets": TARGETS, "k": 3}),
-        client.post(f"/v1/datastores/{name}/jobs", headers=auth("alpha"), json={"targets": TARGETS, "k": 3}),
+        client.post(
+            f"/v1/datastores/{name}/select",
+            headers=auth("alpha"),
+            json={"targets": TARGETS, "k": 3},
+        ),
+        client.post(
+            f"/v1/datastores/{name}/jobs", headers=auth("alpha"), json={"targets": TARGETS, "k": 3}
+        ),
     ]
     for response in responses:
         assert response.status_code == 404, response.request.url
@@ -55,10 +63,17 @@ def test_other_team_or_unknown_datastore_is_404(client, name):
 
 
 @pytest.mark.parametrize(
-    "options", [{"k": 5}, {"fraction": 0.25, "aggregate": "mean"}, {"k": 48, "checkpoints": ["checkpoint-12"]}]
+    "options",
+    [
+        {"k": 5},
+        {"fraction": 0.25, "aggregate": "mean"},
+        {"k": 48, "checkpoints": ["checkpoint-12"]},
+    ],
 )
 def test_select_equals_library(client, reference_engine, options):
-    response = client.post("/v1/datastores/tiny/select", headers=auth("alpha"), json={"targets": TARGETS, **options})
+    response = client.post(
+        "/v1/datastores/tiny/select", headers=auth("alpha"), json={"targets": TARGETS, **options}
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     config = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items()}
@@ -80,8 +95,11 @@ def test_second_identical_request_is_cached(client):
 
 
 def test_return_scores_false(client):
-    body = client.post("/v1/datastores/tiny/select", headers=auth("alpha"),
-                       json={"targets": TARGETS, "k": 2, "return_scores": False}).json()
+    body = client.post(
+        "/v1/datastores/tiny/select",
+        headers=auth("alpha"),
+        json={"targets": TARGETS, "k": 2, "return_scores": False},
+    ).json()
     assert [s["score"] for s in body["selected"]] == [None, None]
 
 
@@ -108,8 +126,11 @@ def test_bad_inputs(client, body, status, needle):
 
 
 def test_malformed_json_body(client):
-    response = client.post("/v1/datastores/tiny/select", headers={**auth("alpha"), "Content-Type": "application/json"},
-                           content=b"{not json")
+    response = client.post(
+        "/v1/datastores/tiny/select",
+        headers={**auth("alpha"), "Content-Type": "application/json"},
+        content=b"{not json",
+    )
     assert response.status_code == 422
     assert error_code(response) == "invalid_request"
 

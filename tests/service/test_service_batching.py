@@ -21,8 +21,13 @@ def request_body(i: int) -> dict:
 @pytest.fixture(scope="module")
 def batching_client(datastore_root, tiny_model_dir, tmp_path_factory):
     # A wide window so that requests sent together from threads land in one batch.
-    settings = make_settings(datastore_root, tiny_model_dir, tmp_path_factory.mktemp("jobs"),
-                             batch_window_ms=200, cache_size=0)
+    settings = make_settings(
+        datastore_root,
+        tiny_model_dir,
+        tmp_path_factory.mktemp("jobs"),
+        batch_window_ms=200,
+        cache_size=0,
+    )
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
         yield client
@@ -36,7 +41,9 @@ def test_concurrent_requests_batch_and_match_sequential(batching_client):
     metrics = batching_client.app.state.services.metrics
     calls_before = metrics.batch_size.count()
     with ThreadPoolExecutor(N_REQUESTS) as pool:
-        concurrent = list(pool.map(lambda i: post(batching_client, request_body(i)), range(N_REQUESTS)))
+        concurrent = list(
+            pool.map(lambda i: post(batching_client, request_body(i)), range(N_REQUESTS))
+        )
     calls = metrics.batch_size.count() - calls_before
     assert all(r.status_code == 200 for r in concurrent), [r.text for r in concurrent]
     assert calls < N_REQUESTS, f"{N_REQUESTS} requests took {calls} engine calls: no batching"
@@ -46,7 +53,9 @@ def test_concurrent_requests_batch_and_match_sequential(batching_client):
         alone = post(batching_client, request_body(i)).json()
         got = response.json()
         assert [s["id"] for s in got["selected"]] == [s["id"] for s in alone["selected"]]
-        assert [s["score"] for s in got["selected"]] == pytest.approx([s["score"] for s in alone["selected"]], abs=1e-6)
+        assert [s["score"] for s in got["selected"]] == pytest.approx(
+            [s["score"] for s in alone["selected"]], abs=1e-6
+        )
 
 
 def test_bad_request_in_a_batch_fails_alone(batching_client):

@@ -41,12 +41,16 @@ def test_job_result_equals_select(client):
     done = wait_job(client, job["id"])
     assert done["status"] == "succeeded" and done["progress"] == 1.0 and done["n_selected"] == 24
 
-    selected = client.post("/v1/datastores/tiny/select", headers=auth("alpha"), json=body).json()["selected"]
+    selected = client.post("/v1/datastores/tiny/select", headers=auth("alpha"), json=body).json()[
+        "selected"
+    ]
     assert result_lines(client, job["id"]) == selected
 
 
 def test_jobs_are_team_scoped(client):
-    job = client.post("/v1/datastores/tiny/jobs", headers=auth("alpha"), json={"targets": TARGETS, "k": 2}).json()
+    job = client.post(
+        "/v1/datastores/tiny/jobs", headers=auth("alpha"), json={"targets": TARGETS, "k": 2}
+    ).json()
     for path in (f"/v1/jobs/{job['id']}", f"/v1/jobs/{job['id']}/result"):
         response = client.get(path, headers=auth("beta"))
         assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
@@ -54,7 +58,9 @@ def test_jobs_are_team_scoped(client):
 
 
 def test_bad_job_request_is_refused_up_front(client):
-    response = client.post("/v1/datastores/tiny/jobs", headers=auth("alpha"), json={"targets": TARGETS, "k": 49})
+    response = client.post(
+        "/v1/datastores/tiny/jobs", headers=auth("alpha"), json={"targets": TARGETS, "k": 49}
+    )
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request"
 
 
@@ -76,6 +82,8 @@ def test_jobs_survive_a_restart(datastore_root, tiny_model_dir, tmp_path):
         conflict = client.get(f"/v1/jobs/{doomed.id}/result", headers=auth("alpha"))
         assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "conflict"
 
-        select = client.post("/v1/datastores/tiny/select", headers=auth("alpha"), json={"targets": TARGETS, "k": 5})
+        select = client.post(
+            "/v1/datastores/tiny/select", headers=auth("alpha"), json={"targets": TARGETS, "k": 5}
+        )
         assert result_lines(client, queued.id) == select.json()["selected"]
         assert len(result_lines(client, running.id)) == 4

@@ -53,9 +53,22 @@ def server(datastore_root, tiny_model_dir, tmp_path_factory):
     port = free_port()
     log = (workdir / "server.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "--config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -119,7 +132,11 @@ def test_wrong_key_raises_authentication_error(server):
 
 
 def test_server_errors_are_json(server):
-    response = httpx.post(f"{server}/v1/datastores/tiny/select", timeout=30,
-                          headers={"Authorization": f"Bearer {KEYS['alpha']}"}, content=b"[")
+    response = httpx.post(
+        f"{server}/v1/datastores/tiny/select",
+        timeout=30,
+        headers={"Authorization": f"Bearer {KEYS['alpha']}"},
+        content=b"[",
+    )
     assert response.status_code == 422
     assert json.loads(response.content)["error"]["code"] == "invalid_request"

@@ -1,0 +1,97 @@
+"""Unit tests of service parts: settings, token bucket, metrics text, overload, timeout."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from less_core.config import SelectionConfig
+from less_core.errors import ConfigError
+from service.app import create_app
+from service.auth import TokenBucket
+from service.errors import ServiceError
+from service.metrics import Metrics
+from service.settings import hash_key, load_settings
+from service.worker import Worker, WorkItem
+from tests.service.conftest import TARGETS, auth, make_settings, wait_ready
+
+DS = {"path": "/nowhere/ds", "model_dir": "/nowhere/model"}
+TEAM = {"key_sha256": [hash_key("k")], "datastores": ["a"]}
+
+
+def test_settings_file_env_and_defaults(tmp_path, monkeypatch):
+    config = tmp_path / "service.json"
+    config.write_text(json.dumps({"datastores": {"a": DS}, "teams": {"t": TEAM}, "queue_max": 7}))
+    monkeypatch.setenv("LESS_QUEUE_MAX", "9")  # the environment beats the file
+    settings = load_settings(config)
+    assert settings.queue_max == 9
+    assert settings.max_targets == 64 and settings.batch_window_ms == 5
+    assert settings.resolved_jobs_dir.name == "less-jobs"
+
+
+@pytest.mark.parametrize(
+    ("teams", "needle"),
+    [
+        ({"t": {**TEAM, "datastores": ["b"]}}, "unknown datastore"),
+        ({"t": {**TEAM, "key_sha256": ["not-hex"]}}, "64 hex digits"),
+        ({"t": TEAM, "u": TEAM}, "one API key is configured for teams"),
+    ],
+)
+def test_settings_errors_are_clear(teams, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(datastores={"a": DS}, teams=teams)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_settings(tmp_path / "absent.json", datastores={"a": DS}, teams={"t": TEAM})
+
+
+def test_token_bucket_refills():
+    now = [0.0]
+    bucket = TokenBucket(rate_per_minute=60, burst=2, clock=lambda: now[0])
+    assert bucket.take() == 0 and bucket.take() == 0
+    assert bucket.take() == pytest.approx(1.0)
+    now[0] = 0.5
+    assert bucket.take() == pytest.approx(0.5)
+    now[0] = 1.0
+    assert bucket.take() == 0
+
+
+def test_metrics_render_format():
+    metrics = Metrics(queue_depth=lambda: 3, gpu_memory=lambda: None)
+    metrics.requests.inc("GET", "/x", "200")
+    metrics.batch_size.observe(4)
+    text = metrics.render()
+    assert 'less_http_requests_total{method="GET",route="/x",status="200"} 1' in text
+    assert 'less_batch_size_bucket{le="2"} 0' in text and 'less_batch_size_bucket{le="4"} 1' in text
+    assert 'less_batch_size_bucket{le="+Inf"} 1' in text and "less_batch_size_sum 4" in text
+    assert (
+        "less_queue_depth 3" in text and "less_gpu_memory" not in text.split("# TYPE less_gpu")[1]
+    )
+
+
+def test_full_queue_is_503_with_retry_after(datastore_root, tiny_model_dir, tmp_path):
+    settings = make_settings(datastore_root, tiny_model_dir, tmp_path, queue_max=1)
+    metrics = Metrics(queue_depth=lambda: None, gpu_memory=lambda: None)
+    worker = Worker(settings, registry=None, metrics=metrics)  # not started: nothing drains
+    item = WorkItem("tiny", [], SelectionConfig(k=1), 64)
+    worker.submit(item)
+    with pytest.raises(ServiceError) as info:
+        worker.submit(WorkItem("tiny", [], SelectionConfig(k=1), 64))
+    assert (info.value.status, info.value.code, info.value.retry_after) == (503, "overloaded", 1)
+    worker.stop(timeout=1)
+    assert isinstance(item.future.exception(timeout=1), ServiceError)
+
+
+def test_request_timeout_is_504(datastore_root, tiny_model_dir, tmp_path):
+    settings = make_settings(datastore_root, tiny_model_dir, tmp_path, request_timeout_s=0.001)
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        response = client.post(
+            "/v1/datastores/tiny/select", headers=auth("alpha"), json={"targets": TARGETS, "k": 2}
+        )
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "timeout"
