@@ -136,7 +136,8 @@ def test_outside_with_bias_correction_is_a_real_adam_step(history):
     gamma = adam_normalize(
         g[None], m, v, betas, eps, eps_placement="outside", bias_correction_step=step
     )
-    np.testing.assert_allclose(-lr * gamma[0].double().numpy(), update, rtol=RTOL, atol=1e-12)
+    # The update is read back as a difference of float32 parameters: cancellation costs digits.
+    np.testing.assert_allclose(-lr * gamma[0].double().numpy(), update, rtol=1e-5, atol=1e-12)
     if history:
         assert update[3] != 0.0
 
