@@ -1,0 +1,112 @@
+"""Helpers shared by the source preparers: errors, atomic directory publishing, CLI plumbing."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from indexer.fsutil import fsync_dir, fsync_tree
+from less_core.errors import ConfigError, DataError, LessError
+
+logger = logging.getLogger(__name__)
+
+
+class SourceError(LessError, RuntimeError):
+    """Real material could not be obtained: a package is missing, a download or check failed."""
+
+
+def staging_dir(final: Path) -> Path:
+    """Create an empty temp directory next to ``final`` (same filesystem, so rename is atomic).
+
+    Args:
+        final: The directory that will later be published with :func:`publish_dir`.
+
+    Returns:
+        A fresh, hidden directory in ``final.parent``.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+
+
+def _apply_umask(root: Path) -> None:
+    """Give ``root`` and everything in it the modes the umask allows (mkdtemp makes 0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for dirpath, _dirs, files in os.walk(root):
+        os.chmod(dirpath, 0o777 & ~umask)
+        for name in files:
+            os.chmod(Path(dirpath) / name, 0o666 & ~umask)
+
+
+def publish_dir(staged: Path, final: Path) -> Path:
+    """Fsync ``staged`` and rename it to ``final``, replacing an existing ``final``.
+
+    A reader sees either the old directory or the new one, never a half-written one; the
+    old one is moved aside first and deleted after the new one is in place.
+
+    Args:
+        staged: A directory made by :func:`staging_dir` and completely written.
+        final: Where it should live.
+
+    Returns:
+        ``final``.
+    """
+    _apply_umask(staged)
+    fsync_tree(staged)
+    old: Path | None = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+        os.replace(final, old / final.name)
+    os.replace(staged, final)
+    fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def discard_dir(path: Path) -> None:
+    """Remove a staging directory after a failure, ignoring errors."""
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def add_logging_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``-v/--verbose`` and ``-q/--quiet`` to a CLI parser."""
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+
+
+def run_cli(args: argparse.Namespace, body: Callable[[argparse.Namespace], None]) -> int:
+    """Configure logging, run ``body`` and map expected errors to exit codes.
+
+    User and source errors print one line to stderr (no traceback): exit 2 for bad
+    configuration, 1 for anything else this project raises on purpose or an OS error.
+
+    Args:
+        args: Parsed arguments; must carry ``verbose`` and ``quiet``.
+        body: Does the work; may print its result.
+
+    Returns:
+        The process exit code.
+    """
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        body(args)
+    except (ConfigError, DataError) as exc:
+        logger.debug("details", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (LessError, OSError) as exc:
+        logger.debug("details", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
