@@ -310,8 +310,9 @@ class BigBenchConfig:
     def __post_init__(self) -> None:
         for name in ("n_pool_tasks", "per_task_pool", "n_targets_per_task", "n_eval_per_task",
                      "max_chars"):
-            if getattr(self, name) < (1 if name != "n_pool_tasks" else 0):
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+            low = 0 if name == "n_pool_tasks" else 1
+            if getattr(self, name) < low:
+                raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
         # Accept lists for convenience, store tuples so the config stays hashable.
         object.__setattr__(self, "target_tasks", tuple(self.target_tasks))
         if self.pool_tasks is not None:

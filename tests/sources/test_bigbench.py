@@ -227,7 +227,7 @@ def test_without_second_pool(tasks_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("kwargs, match", [
     ({"target_tasks": ("alpha",), "pool_tasks": ("alpha",)}, "repeat target"),
     ({"target_tasks": ()}, "at least one"),
-    ({"per_task_pool": 0}, "positive"),
+    ({"per_task_pool": 0}, ">= 1"),
     ({"target_tasks": ("alpha", "alpha")}, "duplicates"),
 ])
 def test_config_validation(kwargs: dict, match: str) -> None:
