@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 
 from fastapi import APIRouter
@@ -12,6 +13,7 @@ from client.schemas import ErrorResponse, Job, SelectRequest
 from service.deps import CurrentTeam, GrantedDatastore, JobStoreDep, SelectorDep, ServicesDep
 from service.errors import ServiceError
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["jobs"])
 
 _CHUNK_LINES = 1024
@@ -34,6 +36,9 @@ async def create_job(
     selector.prepare(name, body)  # refuse a bad request now, not as a failed job later
     job = await asyncio.to_thread(services.jobs.create, team.name, name, body)
     services.job_runner.notify()
+    log.info(
+        "usage team=%s datastore=%s n_targets=%d job=%s", team.name, name, len(body.targets), job.id
+    )
     return job
 
 

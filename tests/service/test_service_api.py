@@ -156,3 +156,10 @@ def test_metrics_text(client):
     assert "less_http_request_duration_seconds_bucket" in text
     assert "less_queue_depth " in text
     assert "# TYPE less_batch_size histogram" in text
+
+
+def test_openapi_and_docs(client):
+    spec = client.get("/openapi.json").json()
+    assert "/v1/datastores/{name}/select" in spec["paths"]
+    assert "SelectResponse" in spec["components"]["schemas"]
+    assert client.get("/docs").status_code == 200

@@ -87,3 +87,12 @@ def test_jobs_survive_a_restart(datastore_root, tiny_model_dir, tmp_path):
         )
         assert result_lines(client, queued.id) == select.json()["selected"]
         assert len(result_lines(client, running.id)) == 4
+
+
+def test_gradient_hook_runs_once_before_the_result(client):
+    services = client.app.state.services
+    calls = []
+    prepared = services.selector.prepare("tiny", SelectRequest(targets=TARGETS, k=3))
+    _, future = services.selector.submit(prepared, on_gradients=lambda: calls.append(future.done()))
+    selection = future.result(timeout=POLL_TIMEOUT_S)
+    assert calls == [False] and len(selection.ids) == 3

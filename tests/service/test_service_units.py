@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from less_core.config import SelectionConfig
+from less_core.data import Example
 from less_core.errors import ConfigError
 from service.app import create_app
 from service.auth import TokenBucket
@@ -95,3 +96,21 @@ def test_request_timeout_is_504(datastore_root, tiny_model_dir, tmp_path):
         )
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "timeout"
+
+
+@pytest.mark.cuda
+def test_select_on_cuda_matches_cpu_library(
+    datastore_root, tiny_model_dir, tmp_path, reference_engine
+):
+    settings = make_settings(datastore_root, tiny_model_dir, tmp_path, device="cuda")
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        body = client.post(
+            "/v1/datastores/tiny/select", headers=auth("alpha"), json={"targets": TARGETS, "k": 10}
+        ).json()
+        assert "less_gpu_memory_allocated_bytes " in client.get("/metrics").text
+    examples = [Example.from_dict(t, require_id=False) for t in TARGETS]
+    expected = reference_engine.select(examples, SelectionConfig(k=10))
+    # Different devices: same ranking expected, scores to float32 accumulation tolerance.
+    assert [s["id"] for s in body["selected"]] == expected.ids
+    assert [s["score"] for s in body["selected"]] == pytest.approx(expected.scores, abs=1e-4)
