@@ -40,7 +40,7 @@ def hash_key(key: str) -> str:
 class DatastoreConfig(BaseModel):
     """Where one datastore and the model it was built with live."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: Path = Field(description="Datastore root (the directory holding CURRENT).")
     model_dir: Path = Field(
@@ -51,7 +51,7 @@ class DatastoreConfig(BaseModel):
 class TeamConfig(BaseModel):
     """A team: its API keys (sha256 hex), granted datastores and rate limit."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     key_sha256: list[str] = Field(
         min_length=1, description="sha256 hex digests of the team's keys."
@@ -73,7 +73,9 @@ class TeamConfig(BaseModel):
 class ServiceSettings(BaseSettings):
     """Everything the service needs to start; validated when built."""
 
-    model_config = SettingsConfigDict(env_prefix="LESS_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="LESS_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
 
     datastores: dict[str, DatastoreConfig] = Field(min_length=1)
     teams: dict[str, TeamConfig] = Field(min_length=1)
