@@ -14,6 +14,7 @@ from service.app import create_app
 from service.auth import TokenBucket
 from service.errors import ServiceError
 from service.metrics import Metrics
+from service.registry import default_engine_factory
 from service.settings import hash_key, load_settings
 from service.worker import Worker, WorkItem
 from tests.service.conftest import TARGETS, auth, make_settings, wait_ready
@@ -114,3 +115,27 @@ def test_select_on_cuda_matches_cpu_library(
     # Different devices: same ranking expected, scores to float32 accumulation tolerance.
     assert [s["id"] for s in body["selected"]] == expected.ids
     assert [s["score"] for s in body["selected"]] == pytest.approx(expected.scores, abs=1e-4)
+
+
+def test_unexpected_error_is_json_500(datastore_root, tiny_model_dir, tmp_path, caplog):
+    def broken_engine(store, config, device):
+        engine = default_engine_factory(store, config, device)
+
+        def boom(requests):
+            raise RuntimeError("simulated engine failure")
+
+        engine.select_many = boom
+        return engine
+
+    settings = make_settings(datastore_root, tiny_model_dir, tmp_path)
+    app = create_app(settings, engine_factory=broken_engine)
+    # The server re-raises after answering; the client should only see the JSON body.
+    with TestClient(app, raise_server_exceptions=False) as client:
+        wait_ready(client)
+        response = client.post(
+            "/v1/datastores/tiny/select", headers=auth("alpha"), json={"targets": TARGETS, "k": 2}
+        )
+    assert response.status_code == 500
+    assert response.json() == {"error": {"code": "internal", "message": "internal error"}}
+    assert "simulated engine failure" not in response.text
+    assert "simulated engine failure" in caplog.text
