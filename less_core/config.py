@@ -19,7 +19,8 @@ EpsPlacement = Literal["inside", "outside"]
 Aggregate = Literal["max", "mean"]
 
 
-def _check(condition: bool, message: str) -> None:
+def require(condition: bool, message: str) -> None:
+    """Raise ConfigError(message) unless condition holds."""
     if not condition:
         raise ConfigError(message)
 
@@ -55,12 +56,12 @@ class LoraSettings(_Config):
     )
 
     def __post_init__(self) -> None:
-        _check(self.rank >= 1, f"LoRA rank must be >= 1, got {self.rank}")
-        _check(self.alpha > 0, f"LoRA alpha must be > 0, got {self.alpha}")
-        _check(0.0 <= self.dropout < 1.0, f"LoRA dropout must be in [0, 1), got {self.dropout}")
-        _check(len(self.target_modules) > 0, "LoRA target_modules must not be empty")
+        require(self.rank >= 1, f"LoRA rank must be >= 1, got {self.rank}")
+        require(self.alpha > 0, f"LoRA alpha must be > 0, got {self.alpha}")
+        require(0.0 <= self.dropout < 1.0, f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        require(len(self.target_modules) > 0, "LoRA target_modules must not be empty")
         if self.layers is not None:
-            _check(all(i >= 0 for i in self.layers), "LoRA layers must be non-negative indices")
+            require(all(i >= 0 for i in self.layers), "LoRA layers must be non-negative indices")
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class TokenizationConfig(_Config):
     max_length: int = field(default=2048, metadata={"help": "truncate sequences to this many tokens"})
 
     def __post_init__(self) -> None:
-        _check(self.max_length >= 2, f"max_length must be >= 2, got {self.max_length}")
+        require(self.max_length >= 2, f"max_length must be >= 2, got {self.max_length}")
 
 
 @dataclass(frozen=True)
@@ -89,11 +90,11 @@ class WarmupConfig(_Config):
     bf16: bool = field(default=False, metadata={"help": "train in bf16 (GPU)"})
 
     def __post_init__(self) -> None:
-        _check(0.0 < self.fraction <= 1.0, f"warmup fraction must be in (0, 1], got {self.fraction}")
-        _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        _check(self.learning_rate > 0, "learning_rate must be > 0")
-        _check(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)")
-        _check(self.batch_size >= 1 and self.gradient_accumulation >= 1, "batch sizes must be >= 1")
+        require(0.0 < self.fraction <= 1.0, f"warmup fraction must be in (0, 1], got {self.fraction}")
+        require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        require(self.learning_rate > 0, "learning_rate must be > 0")
+        require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)")
+        require(self.batch_size >= 1 and self.gradient_accumulation >= 1, "batch sizes must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -119,14 +120,14 @@ class ProjectionConfig(_Config):
     )
 
     def __post_init__(self) -> None:
-        _check(self.kind in ("rademacher", "sjlt"), f"unknown projector kind {self.kind!r}")
-        _check(self.scope in ("whole", "per_module"), f"unknown projection scope {self.scope!r}")
-        _check(self.dim >= 1, f"projection dim must be >= 1, got {self.dim}")
-        _check(0 <= self.seed < 2**32, f"projector seed must be in [0, 2**32), got {self.seed}")
-        _check(self.sjlt_nnz >= 1, "sjlt_nnz must be >= 1")
+        require(self.kind in ("rademacher", "sjlt"), f"unknown projector kind {self.kind!r}")
+        require(self.scope in ("whole", "per_module"), f"unknown projection scope {self.scope!r}")
+        require(self.dim >= 1, f"projection dim must be >= 1, got {self.dim}")
+        require(0 <= self.seed < 2**32, f"projector seed must be in [0, 2**32), got {self.seed}")
+        require(self.sjlt_nnz >= 1, "sjlt_nnz must be >= 1")
         if self.kind == "sjlt":
-            _check(self.dim % self.sjlt_nnz == 0, "sjlt needs dim divisible by sjlt_nnz")
-        _check(self.dense_cache_mb >= 0, "dense_cache_mb must be >= 0")
+            require(self.dim % self.sjlt_nnz == 0, "sjlt needs dim divisible by sjlt_nnz")
+        require(self.dense_cache_mb >= 0, "dense_cache_mb must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -147,11 +148,11 @@ class AdamFeatureConfig(_Config):
     eps: float | None = field(default=None, metadata={"help": "override the optimizer state's eps"})
 
     def __post_init__(self) -> None:
-        _check(self.eps_placement in ("inside", "outside"), "eps_placement: inside|outside")
+        require(self.eps_placement in ("inside", "outside"), "eps_placement: inside|outside")
         if self.betas is not None:
-            _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas in [0,1)")
+            require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas in [0,1)")
         if self.eps is not None:
-            _check(self.eps > 0, "eps must be > 0")
+            require(self.eps > 0, "eps must be > 0")
 
 
 @dataclass(frozen=True)
@@ -171,8 +172,8 @@ class BuildConfig(_Config):
     )
 
     def __post_init__(self) -> None:
-        _check(self.batch_size >= 1, "batch_size must be >= 1")
-        _check(self.feature_dtype in ("float16", "float32"), "feature_dtype: float16|float32")
+        require(self.batch_size >= 1, "batch_size must be >= 1")
+        require(self.feature_dtype in ("float16", "float32"), "feature_dtype: float16|float32")
 
 
 @dataclass(frozen=True)
@@ -187,12 +188,12 @@ class SelectionConfig(_Config):
     )
 
     def __post_init__(self) -> None:
-        _check(not (self.k is not None and self.fraction is not None), "give k or fraction, not both")
+        require(not (self.k is not None and self.fraction is not None), "give k or fraction, not both")
         if self.k is not None:
-            _check(self.k >= 1, f"k must be >= 1, got {self.k}")
+            require(self.k >= 1, f"k must be >= 1, got {self.k}")
         if self.fraction is not None:
-            _check(0.0 < self.fraction <= 1.0, f"fraction must be in (0, 1], got {self.fraction}")
-        _check(self.aggregate in ("max", "mean"), f"aggregate must be max or mean, got {self.aggregate!r}")
+            require(0.0 < self.fraction <= 1.0, f"fraction must be in (0, 1], got {self.fraction}")
+        require(self.aggregate in ("max", "mean"), f"aggregate must be max or mean, got {self.aggregate!r}")
 
     def resolve_k(self, n: int) -> int:
         """Number of examples to return from a pool of ``n`` (default 5 %)."""
