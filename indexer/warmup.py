@@ -88,13 +88,36 @@ def run_warmup(
     save_json(record, {"settings": settings, "subset_ids": subset, "skipped_truncated": skipped})
     log.info("warmup on %d of %d pool examples (%d skipped: response truncated)", len(items), len(examples), len(skipped))
 
+    train_lora(model_dir, items, output_dir, lora, warmup, tokenizer.pad_token_id, device=device, save_checkpoints=True)
+    return output_dir
+
+
+def train_lora(
+    model_dir: Path,
+    items: list[TokenizedExample],
+    output_dir: Path,
+    lora: LoraSettings,
+    warmup: WarmupConfig,
+    pad_token_id: int,
+    *,
+    device: str | None = None,
+    save_checkpoints: bool = True,
+):
+    """Train fresh LoRA adapters on tokenized examples with the HF Trainer.
+
+    With ``save_checkpoints`` one ``checkpoint-<step>/`` (adapter, optimizer.pt, scheduler,
+    per-step lr log) is written per epoch and an interrupted run resumes from the last one;
+    without, nothing is written (evaluation runs).
+
+    Returns:
+        The trained PEFT model, in eval mode.
+    """
     dev = resolve_device(device)
     torch.manual_seed(warmup.seed)
     model = attach_lora(load_base_model(model_dir, dev), lora)
-    pad_id = tokenizer.pad_token_id
 
     def collator(batch: list[TokenizedExample]) -> dict[str, torch.Tensor]:
-        b = collate(batch, pad_id)
+        b = collate(batch, pad_token_id)
         return {"input_ids": b.input_ids, "attention_mask": b.attention_mask, "labels": b.labels}
 
     args = TrainingArguments(
@@ -107,7 +130,7 @@ def run_warmup(
         warmup_steps=warmup.warmup_ratio,
         weight_decay=warmup.weight_decay,
         optim="adamw_torch",
-        save_strategy="epoch",
+        save_strategy="epoch" if save_checkpoints else "no",
         logging_strategy="steps",
         logging_steps=1,  # per-step lr log: checkpoint weights are the mean lr of each epoch
         seed=warmup.seed,
@@ -127,6 +150,6 @@ def run_warmup(
         callbacks=[_LogProgress()],
     )
     trainer.remove_callback(PrinterCallback)  # progress goes through logging instead
-    resume = any(p.name.startswith("checkpoint-") for p in output_dir.iterdir())
+    resume = save_checkpoints and any(p.name.startswith("checkpoint-") for p in output_dir.iterdir())
     trainer.train(resume_from_checkpoint=True if resume else None)
-    return output_dir
+    return model.eval()
