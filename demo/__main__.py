@@ -27,10 +27,21 @@ from less_core.errors import LessError
 log = logging.getLogger("demo")
 
 
-def _snippet(row: dict, width: int = 60) -> str:
-    text = row["messages"][0]["content"] if "messages" in row else row.get("prompt", "")
+def _clip(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _snippet(row: dict) -> str:
+    """The end of the prompt (task instructions tend to open it) and the answer."""
+    if "messages" in row:
+        prompt = " ".join(m["content"] for m in row["messages"] if m["role"] != "assistant")
+        answer = [m["content"] for m in row["messages"] if m["role"] == "assistant"][-1]
+    else:
+        prompt, answer = row["prompt"], row["completion"]
+    prompt = " ".join(prompt.split())
+    tail = prompt if len(prompt) <= 44 else "…" + prompt[-43:]
+    return f"{tail} => {_clip(answer, 20)}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,10 +122,14 @@ class Datastore:
         return ids
 
     def features(self, checkpoint: str) -> np.ndarray:
-        """(N, P) memory-mapped features of one checkpoint (read-only)."""
+        """(N, P) memory-mapped features of one checkpoint.
+
+        Copy-on-write: a write changes only this process's pages, never the published file,
+        and the pages are writable so they become tensors without a copy.
+        """
         if checkpoint not in self.checkpoint_names:
             raise CheckpointNotFoundError(f"unknown checkpoint {checkpoint!r}; have {self.checkpoint_names}")
-        return np.load(self.path / feature_file(checkpoint), mmap_mode="r")
+        return np.load(self.path / feature_file(checkpoint), mmap_mode="c")
 
     def weights(self, checkpoints: list[str] | None = None) -> tuple[list[str], np.ndarray]:
         """Chosen checkpoints (all by default) and their lr weights renormalised over them."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,8 +114,16 @@ class QueryEngine:
             out.append(feats)
         return out
 
-    def select_many(self, requests: Sequence[tuple[Sequence[Example], SelectionConfig]]) -> list[Selection]:
-        """Answer several requests with shared gradient batches and one search pass."""
+    def select_many(
+        self,
+        requests: Sequence[tuple[Sequence[Example], SelectionConfig]],
+        on_gradients: Callable[[], None] | None = None,
+    ) -> list[Selection]:
+        """Answer several requests with shared gradient batches and one search pass.
+
+        ``on_gradients`` is called once the target features are computed, before the search
+        (progress reporting for jobs).
+        """
         t0 = time.perf_counter()
         tokenized, spans, needed = [], [], []
         for examples, config in requests:
@@ -127,6 +135,8 @@ class QueryEngine:
         needed = [n for n in self.store.checkpoint_names if n in needed]  # manifest order
         feats = dict(zip(needed, self.target_features(tokenized, needed)))
         t1 = time.perf_counter()
+        if on_gradients is not None:
+            on_gradients()
 
         query_sets, subtask_names = [], []
         for (examples, config), (a, b) in zip(requests, spans):

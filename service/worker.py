@@ -18,9 +18,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from indexer.query import QueryEngine, Selection
@@ -73,34 +72,6 @@ def check_target_lengths(engine: QueryEngine, examples: Sequence[Example], limit
         if n_tokens > limit:
             raise DataError(f"targets[{i}] has {n_tokens} tokens, more than the limit of {limit}")
     engine.tokenize_targets(examples)  # the engine's own checks (response survives truncation)
-
-
-@contextmanager
-def _after_gradients(engine: QueryEngine, hooks: list[Callable[[], None]]) -> Iterator[None]:
-    """Calls ``hooks`` when ``engine.target_features`` returns, for job progress.
-
-    ``select_many`` has no progress callback; shadowing the bound method on the instance is
-    safe because only this thread uses the engine, and deleting the shadow restores it.
-    """
-    if not hooks:
-        yield
-        return
-    original = engine.target_features
-
-    def wrapped(*args, **kwargs):  # type: ignore[no-untyped-def]
-        out = original(*args, **kwargs)
-        for hook in hooks:
-            try:
-                hook()
-            except Exception:  # progress reporting must never fail a selection
-                log.exception("progress hook failed")
-        return out
-
-    engine.target_features = wrapped  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        del engine.target_features
 
 
 class Worker:
@@ -224,9 +195,16 @@ class Worker:
 
     def _select(self, engine: QueryEngine, items: list[WorkItem]) -> None:
         hooks = [item.on_gradients for item in items if item.on_gradients is not None]
+
+        def gradients_done() -> None:
+            for hook in hooks:
+                try:
+                    hook()
+                except Exception:  # progress reporting must never fail a selection
+                    log.exception("progress hook failed")
+
         try:
-            with _after_gradients(engine, hooks):
-                results = engine.select_many([(item.examples, item.config) for item in items])
+            results = engine.select_many([(item.examples, item.config) for item in items], gradients_done)
         except Exception as exc:  # unexpected: retry one by one so one request cannot fail the rest
             if len(items) == 1:
                 items[0].future.set_exception(exc)

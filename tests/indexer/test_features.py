@@ -75,3 +75,28 @@ def test_features_are_unit_norm_and_manifest_round_trips(datastore_root):
         assert f.shape == (48, 256)
         np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1.0, atol=1e-5)
     assert store.verify_checksums() == []
+
+
+def test_accelerate_layout_checkpoints_index_identically(tmp_path, tiny_model_dir, pool_path, warmup_dir, datastore_root):
+    """Checkpoints saved as accelerate does (optimizer.bin, no trainer log) give the same features;
+    learning rates then come from the scheduler state and can be overridden."""
+    import shutil
+
+    from indexer.build import BuildRequest, build_datastore
+    from tests.conftest import BUILD, PROJ
+
+    copy = tmp_path / "accelerate"
+    shutil.copytree(warmup_dir, copy)
+    for ckpt in copy.glob("checkpoint-*"):
+        (ckpt / "optimizer.pt").rename(ckpt / "optimizer.bin")
+        (ckpt / "trainer_state.json").unlink()
+    ckpts = discover_checkpoints(copy, lr_overrides={"checkpoint-12": 1e-3})
+    assert [c.lr_source for c in ckpts] == ["scheduler _last_lr", "override"]
+    assert ckpts[1].lr == 1e-3 and ckpts[0].optimizer_state_path.name == "optimizer.bin"
+    out = build_datastore(BuildRequest(tiny_model_dir, pool_path, copy, tmp_path / "ds", "tiny-llama",
+                                       projection=PROJ, build=BUILD, tokenization=TOKENS,
+                                       lr_overrides={"checkpoint-12": 1e-3}))
+    ours, ref = Datastore.open(out.parent.parent), Datastore.open(datastore_root)
+    for name in ref.checkpoint_names:
+        np.testing.assert_array_equal(np.asarray(ours.features(name)), np.asarray(ref.features(name)))
+    assert [c["lr"] for c in ours.manifest["checkpoints"]][1] == 1e-3
