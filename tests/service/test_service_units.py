@@ -121,7 +121,7 @@ def test_unexpected_error_is_json_500(datastore_root, tiny_model_dir, tmp_path, 
     def broken_engine(store, config, device):
         engine = default_engine_factory(store, config, device)
 
-        def boom(requests):
+        def boom(requests, on_gradients=None):
             raise RuntimeError("simulated engine failure")
 
         engine.select_many = boom
