@@ -34,8 +34,6 @@ import os
 import platform
 import random
 import re
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,6 +56,7 @@ from indexer.query import QueryEngine  # noqa: E402
 from less_core.config import SelectionConfig  # noqa: E402
 from less_core.data import Example, TokenizedExample, collate  # noqa: E402
 from less_core.errors import LessError  # noqa: E402
+from service.launcher import service_process  # noqa: E402
 from less_core.lora_grads import response_losses  # noqa: E402
 from less_core.scoring import subtask_queries  # noqa: E402
 from less_core.search import DEFAULT_BLOCK_ROWS, QuerySet, scan_select  # noqa: E402
@@ -98,12 +97,6 @@ def timed_ms(fn: Callable[[], object], device: torch.device | None = None) -> tu
     if device is not None:
         sync(device)
     return (time.perf_counter() - t0) * 1000, out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Requests:
@@ -430,7 +423,6 @@ class Bench:
     def http(self) -> dict:
         ns = self.ns
         work = Path(tempfile.mkdtemp(prefix="less-bench-service-"))
-        port = free_port()
         settings = {
             "datastores": {
                 "bench": {
@@ -455,73 +447,20 @@ class Bench:
             "cache_size": ns.service_cache_size,
             "device": ns.device,
         }
-        config_path = work / "service.json"
-        config_path.write_text(json.dumps(settings, indent=2))
-        log_path = work / "service.log"
-        base_url = f"http://127.0.0.1:{port}"
-        log.info("starting the service on %s (log: %s)", base_url, log_path)
-        with log_path.open("w") as log_file:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "service",
-                    "--config",
-                    str(config_path),
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                ],
-                cwd=REPO,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=self._service_env(),
-            )
-            try:
-                t0 = time.perf_counter()
-                with LessClient(
-                    base_url, BENCH_KEY, timeout=HTTP_TIMEOUT_S, max_retries=0
-                ) as client:
-                    self._wait_ready(client, proc, log_path)
-                    ready_s = time.perf_counter() - t0
-                    result = self._http_measure(client, base_url)
-                result["setup"]["service_ready_s"] = ready_s
-                result["setup"]["service_config"] = {
-                    k: v for k, v in settings.items() if k != "teams"
-                }
-                return result
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                log.info("service stopped")
+        t0 = time.perf_counter()
+        with service_process(settings, work, ready_timeout_s=READY_TIMEOUT_S, env=self._service_env()) as base_url:
+            ready_s = time.perf_counter() - t0
+            with LessClient(base_url, BENCH_KEY, timeout=HTTP_TIMEOUT_S, max_retries=0) as client:
+                result = self._http_measure(client, base_url)
+        result["setup"]["service_ready_s"] = ready_s
+        result["setup"]["service_config"] = {k: v for k, v in settings.items() if k != "teams"}
+        return result
 
     def _service_env(self) -> dict[str, str]:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env: dict[str, str] = {}
         if self.ns.threads:  # the service's torch gets the same thread count as this process
             env.update(OMP_NUM_THREADS=str(self.ns.threads), MKL_NUM_THREADS=str(self.ns.threads))
         return env
-
-    @staticmethod
-    def _wait_ready(client: LessClient, proc: subprocess.Popen, log_path: Path) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise LessError(f"the service exited with status {proc.returncode}; see {log_path}")
-            try:
-                client.readyz()
-                return
-            except Exception:  # connection refused or 503 while the engine loads
-                pass
-            if time.monotonic() > deadline:
-                raise LessError(
-                    f"the service was not ready within {READY_TIMEOUT_S:.0f} s; see {log_path}"
-                )
-            time.sleep(0.5)
 
     def _http_measure(self, client: LessClient, base_url: str) -> dict:
         ns = self.ns

@@ -29,7 +29,6 @@ class DemoConfig:
     batch_size: int = field(default=16, metadata={"help": "featurization batch size"})
     fraction: float = field(default=0.05, metadata={"help": "share of the pool to select"})
     show: int = field(default=15, metadata={"help": "rows of the result table to print"})
-    port: int = field(default=0, metadata={"help": "service port (0: a free one)"})
 
     def __post_init__(self) -> None:
         require(self.per_task_pool >= 1 and self.n_pool_tasks >= 1, "pool sizes must be >= 1")

@@ -6,16 +6,9 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
 
 from demo.config import DemoConfig
 from indexer.build import BuildRequest, build_datastore
@@ -23,6 +16,7 @@ from indexer.checkpoints import discover_checkpoints
 from indexer.sources.bigbench import BigBenchConfig, build_bigbench_splits, fetch_bigbench_sdist
 from indexer.sources.smollm2 import SMOLLM2_MODEL_ID, prepare_smollm2
 from indexer.warmup import run_warmup
+from service.launcher import service_process
 from less_core.config import BuildConfig, LoraSettings, ProjectionConfig, TokenizationConfig, WarmupConfig
 from less_core.errors import LessError
 
@@ -89,16 +83,9 @@ def prepare_all(config: DemoConfig) -> DemoPaths:
                      warmup_dir, datastore, work)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def running_service(paths: DemoPaths, config: DemoConfig) -> Iterator[tuple[str, str]]:
-    """Start ``python -m service`` on loopback, wait until ready, yield (url, key), stop it."""
-    port = config.port or _free_port()
+    """The service over the demo datastore on loopback; yields (url, api key)."""
     settings = {
         "datastores": {"bigbench": {"path": str(paths.datastore.resolve()), "model_dir": str(paths.model_dir.resolve())}},
         "teams": {"demo": {"key_sha256": [hashlib.sha256(DEMO_API_KEY.encode()).hexdigest()],
@@ -106,36 +93,6 @@ def running_service(paths: DemoPaths, config: DemoConfig) -> Iterator[tuple[str,
         "jobs_dir": str((paths.work / "jobs").resolve()),
         "request_timeout_s": READY_TIMEOUT_S,
     }
-    config_path = paths.work / "service.json"
-    config_path.write_text(json.dumps(settings, indent=2))
-    log_path = paths.work / "service.log"
-    base_url = f"http://127.0.0.1:{port}"
-    log.info("starting the service on %s (log: %s)", base_url, log_path)
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "--config", str(config_path), "--port", str(port), "--log-level", "warning"],
-            stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        try:
-            deadline = time.monotonic() + READY_TIMEOUT_S
-            while True:
-                if proc.poll() is not None:
-                    raise LessError(f"the service exited with status {proc.returncode}; see {log_path}")
-                try:
-                    if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise LessError(f"the service was not ready within {READY_TIMEOUT_S:.0f} s; see {log_path}")
-                time.sleep(0.5)
-            log.info("service ready")
-            yield base_url, DEMO_API_KEY
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            log.info("service stopped")
+    with service_process(settings, paths.work, ready_timeout_s=READY_TIMEOUT_S) as base_url:
+        log.info("service ready")
+        yield base_url, DEMO_API_KEY

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +13,7 @@ import pytest
 from client import AsyncLessClient, AuthenticationError, LessClient, RateLimitError
 from less_core.config import SelectionConfig
 from less_core.data import Example
+from service.launcher import service_process
 from tests.service.conftest import KEYS, TARGETS, make_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,65 +21,13 @@ START_TIMEOUT_S = 90
 N_CONCURRENT = 32
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_ready(base_url: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"service exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"service at {base_url} not ready after {START_TIMEOUT_S} s")
-
-
 @pytest.fixture(scope="module")
 def server(datastore_root, tiny_model_dir, tmp_path_factory):
     """A real server on a free loopback port; always terminated at teardown."""
     workdir = tmp_path_factory.mktemp("server")
     settings = make_settings(datastore_root, tiny_model_dir, workdir / "jobs")
-    config = workdir / "service.json"
-    config.write_text(settings.model_dump_json())
-    port = free_port()
-    log = (workdir / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "--config",
-            str(config),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_ready(base_url, proc)
-        yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
+    with service_process(settings.model_dump(mode="json"), workdir, ready_timeout_s=START_TIMEOUT_S) as url:
+        yield url
 
 
 def library(reference_engine, targets, k):
