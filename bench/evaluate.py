@@ -106,10 +106,10 @@ def mean_hidden(model, tokenizer, examples: list[Example], max_length: int) -> t
     return l2_normalize(torch.cat(out))
 
 
-def scores_rds(base, tokenizer, pool_examples, targets, max_length) -> np.ndarray:
-    p = mean_hidden(base, tokenizer, pool_examples, max_length)
+def scores_rds(base, tokenizer, pool_repr: torch.Tensor, targets, max_length) -> np.ndarray:
+    """Mean cosine between the pool's (N, H) representations and the targets'."""
     t = mean_hidden(base, tokenizer, targets, max_length)
-    return (p @ t.T).mean(dim=1).double().numpy()
+    return (pool_repr @ t.T).mean(dim=1).double().numpy()
 
 
 def top_rows(scores: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
@@ -223,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     lora = LoraSettings.from_dict(store.manifest["lora"])
     train_cfg = WarmupConfig(fraction=1.0, epochs=ns.train_epochs, learning_rate=ns.train_lr,
                              batch_size=1, gradient_accumulation=4, seed=ns.seed)
+    pool_repr = mean_hidden(base, tokenizer, pool_examples, max_length)  # RDS, once for all tasks
     without = QueryEngine(Datastore.open(ns.datastore_without), ns.model_dir, "cpu") if ns.datastore_without else None
 
     report = {"benchmark": "evaluate", "command": "python bench/evaluate.py " + " ".join(argv or sys.argv[1:]),
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             "less": scores_less(engine, targets, None),
             "less_last_ckpt": scores_less(engine, targets, (store.checkpoint_names[-1],)),
             "bm25": scores_bm25(pool_rows, targets),
-            "rds": scores_rds(base, tokenizer, pool_examples, targets, max_length),
+            "rds": scores_rds(base, tokenizer, pool_repr, targets, max_length),
             "random": np.random.default_rng(ns.seed).random(store.n),
         }
         everything = np.ones(store.n, dtype=bool)
