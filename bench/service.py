@@ -248,7 +248,7 @@ class Bench:
             self.base_k,
         )
         t0 = time.perf_counter()
-        self.target_feats = self.engine.target_features(self.toks, self.names)  # per ckpt (T, P)
+        self.target_feats = self.engine.target_features([self.toks], self.names)[0]  # per ckpt (T, P)
         self.all_target_features_s = time.perf_counter() - t0
 
     def queries(self, idx: Sequence[int]) -> torch.Tensor:

@@ -2,8 +2,9 @@
 
 ``QueryEngine`` owns the base model with the datastore's LoRA layout, each checkpoint's adapter
 weights (kept in memory and swapped in), the projector rebuilt from the manifest, and the
-memory-mapped features. ``select_many`` serves several requests at once: their targets share
-forward/backward batches per checkpoint and all their queries share one pass over the features.
+memory-mapped features. ``select_many`` serves several requests at once: one adapter swap per
+checkpoint for all of them and one pass over the features for all their queries. Each request's
+targets are still batched on their own, so its answer is the same alone or batched.
 """
 
 from __future__ import annotations
@@ -98,20 +99,31 @@ class QueryEngine:
             out.append(tok)
         return out
 
-    def target_features(self, targets: Sequence[TokenizedExample], checkpoints: Sequence[str]) -> list[torch.Tensor]:
-        """SGD features of the targets at each checkpoint: list of (T, P) unit rows."""
-        # Length-sorted batches waste less padding; results go back to input order.
-        order = sorted(range(len(targets)), key=lambda i: len(targets[i].input_ids))
+    def target_features(
+        self, groups: Sequence[Sequence[TokenizedExample]], checkpoints: Sequence[str]
+    ) -> list[list[torch.Tensor]]:
+        """SGD features of each group of targets at each checkpoint.
+
+        Each group (one request's targets) is batched on its own, so its features do not
+        depend on which other requests share the call: padding and batch shape change float
+        rounding, and a request must get the same answer alone or batched.
+
+        Returns:
+            Per group, per checkpoint: (T_group, P) unit rows in the group's input order.
+        """
         featurizer = Featurizer(self.grads, self.projector)
-        out = []
+        out: list[list[torch.Tensor]] = [[] for _ in groups]
         for name in checkpoints:
-            set_peft_model_state_dict(self.model, self.adapters[name])
-            feats = torch.empty(len(targets), self.projector.dim)
-            for b in range(0, len(order), self.batch_size):
-                rows = order[b : b + self.batch_size]
-                batch = collate([targets[i] for i in rows], self.tokenizer.pad_token_id).to(self.device)
-                feats[rows] = featurizer(batch)[0].cpu()
-            out.append(feats)
+            set_peft_model_state_dict(self.model, self.adapters[name])  # one swap per checkpoint
+            for g, targets in enumerate(groups):
+                # Length-sorted batches waste less padding; rows go back to input order.
+                order = sorted(range(len(targets)), key=lambda i: len(targets[i].input_ids))
+                feats = torch.empty(len(targets), self.projector.dim)
+                for b in range(0, len(order), self.batch_size):
+                    rows = order[b : b + self.batch_size]
+                    batch = collate([targets[i] for i in rows], self.tokenizer.pad_token_id).to(self.device)
+                    feats[rows] = featurizer(batch)[0].cpu()
+                out[g].append(feats)
         return out
 
     def select_many(
@@ -119,33 +131,31 @@ class QueryEngine:
         requests: Sequence[tuple[Sequence[Example], SelectionConfig]],
         on_gradients: Callable[[], None] | None = None,
     ) -> list[Selection]:
-        """Answer several requests with shared gradient batches and one search pass.
+        """Answer several requests with one adapter swap per checkpoint and one search pass.
 
         ``on_gradients`` is called once the target features are computed, before the search
         (progress reporting for jobs).
         """
         t0 = time.perf_counter()
-        tokenized, spans, needed = [], [], []
+        groups, needed = [], []
         for examples, config in requests:
-            toks = self.tokenize_targets(examples)
-            spans.append((len(tokenized), len(tokenized) + len(toks)))
-            tokenized.extend(toks)
+            groups.append(self.tokenize_targets(examples))
             names, _ = self.store.weights(list(config.checkpoints) if config.checkpoints else None)
             needed.extend(n for n in names if n not in needed)
         needed = [n for n in self.store.checkpoint_names if n in needed]  # manifest order
-        feats = dict(zip(needed, self.target_features(tokenized, needed)))
+        feats = self.target_features(groups, needed)
         t1 = time.perf_counter()
         if on_gradients is not None:
             on_gradients()
 
         query_sets, subtask_names = [], []
-        for (examples, config), (a, b) in zip(requests, spans):
+        for (examples, config), group_feats in zip(requests, feats):
             names, weights = self.store.weights(list(config.checkpoints) if config.checkpoints else None)
             w = dict(zip(names, weights))
             labels = [ex.subtask or DEFAULT_SUBTASK for ex in examples]
             # Checkpoints a request leaves out get weight 0, so every query spans `needed`.
             subtasks, queries = subtask_queries(
-                [feats[n][a:b] for n in needed], labels, [float(w.get(n, 0.0)) for n in needed]
+                group_feats, labels, [float(w.get(n, 0.0)) for n in needed]
             )
             query_sets.append(QuerySet(queries, config.resolve_k(self.n), config.aggregate))
             subtask_names.append(subtasks)

@@ -19,7 +19,7 @@ from less_core.config import Aggregate
 from less_core.errors import ConfigError
 from less_core.scoring import aggregate_scores
 
-DEFAULT_BLOCK_ROWS = 65536
+DEFAULT_BLOCK_ROWS = 8192  # a float32 block of P = 8192 columns is 256 MiB
 
 
 @dataclass(frozen=True)
@@ -110,29 +110,28 @@ def scan_select(
             raise ConfigError(f"queries must be (S, {n_ckpt * p}), got {tuple(qs.queries.shape)}")
         if not 1 <= qs.k <= n:
             raise ConfigError(f"k must be in [1, {n}], got {qs.k}")
-    # All subtask queries of all requests are scored in one matmul per block and checkpoint.
-    all_q = torch.cat([qs.queries for qs in query_sets]).to(device, torch.float32)
-    spans, start = [], 0
-    for qs in query_sets:
-        spans.append((start, start + qs.queries.shape[0]))
-        start += qs.queries.shape[0]
-    q_parts = [all_q[:, c * p : (c + 1) * p].T.contiguous() for c in range(n_ckpt)]  # (P, Q)
-
+    # Each block of features is read and widened once for all query sets; each set then gets
+    # its own matmul. A separate matmul keeps a request's scores bit-identical whether it is
+    # searched alone or batched with others (BLAS picks kernels, and so rounding, by shape).
+    q_parts = [
+        [qs.queries[:, c * p : (c + 1) * p].T.to(device, torch.float32).contiguous() for c in range(n_ckpt)]
+        for qs in query_sets
+    ]  # per set, per checkpoint: (P, S)
     best = [
         (torch.empty(0), torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64))
         for _ in query_sets
     ]
     for r0 in range(0, n, block_rows):
         r1 = min(n, r0 + block_rows)
-        block_scores = None
+        per_set: list[torch.Tensor | None] = [None] * len(query_sets)
         for c in range(n_ckpt):
             block = _rows_on(features[c], r0, r1, device)
-            part = block @ q_parts[c]  # (rows, Q)
-            block_scores = part if block_scores is None else block_scores.add_(part)
-        block_scores = block_scores.cpu()
+            for i, parts in enumerate(q_parts):
+                part = block @ parts[c]  # (rows, S)
+                per_set[i] = part if per_set[i] is None else per_set[i].add_(part)
         rows = torch.arange(r0, r1, dtype=torch.int64)
-        for i, ((a, b), qs) in enumerate(zip(spans, query_sets)):
-            per_subtask = block_scores[:, a:b]
+        for i, qs in enumerate(query_sets):
+            per_subtask = per_set[i].cpu()
             agg = aggregate_scores(per_subtask, qs.aggregate)
             arg = per_subtask.argmax(dim=1)
             s_prev, r_prev, a_prev = best[i]

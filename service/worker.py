@@ -4,8 +4,8 @@ Requests (from ``POST .../select`` and from jobs) are put on a bounded queue as 
 carrying a ``concurrent.futures.Future``. The worker takes the first pending item, then keeps
 taking items for up to ``batch_window_ms`` (or until ``max_batch_requests``), sets aside those
 for other datastores for the next round, and answers the batch with ONE
-``QueryEngine.select_many`` call, so the targets share forward/backward batches and all queries
-share one pass over the features. Before that call each request's targets are tokenized on
+``QueryEngine.select_many`` call: one adapter swap per checkpoint and one pass over the features
+for all of them, while each request's own numbers stay what they would be alone. Before that call each request's targets are tokenized on
 their own and checked against the token limit, so one bad request fails alone. Routes await the
 futures through ``asyncio.wrap_future``, which resolves them on the event loop.
 """

@@ -45,7 +45,7 @@ def test_select_equals_brute_force(engine, k, checkpoints, aggregate):
     exs = targets()
     sel = engine.select(exs, SelectionConfig(k=k, checkpoints=checkpoints, aggregate=aggregate))
     names = list(checkpoints) if checkpoints else engine.store.checkpoint_names
-    feats = engine.target_features(engine.tokenize_targets(exs), names)
+    feats = engine.target_features([engine.tokenize_targets(exs)], names)[0]
     order, agg, per_sub, subs = brute_force(engine.store, feats, [e.subtask for e in exs], names, aggregate)
     assert sel.rows == order[:k].tolist()
     np.testing.assert_allclose(sel.scores, agg[order[:k]], atol=1e-5)
@@ -82,3 +82,13 @@ def test_select_errors(engine):
         SelectionConfig(k=0)
     with pytest.raises(ConfigError):
         SelectionConfig(k=1, fraction=0.1)
+
+
+def test_a_request_gets_the_same_bits_alone_or_batched(engine):
+    """Batching requests must not change any request's answer, down to the last bit."""
+    reqs = [(targets(("add",)), SelectionConfig(k=10)), (targets(("rev", "count")), SelectionConfig(k=48)),
+            (targets(), SelectionConfig(k=7, checkpoints=("checkpoint-6",)))]
+    batched = engine.select_many(reqs)
+    for (exs, cfg), together in zip(reqs, batched):
+        alone = engine.select(exs, cfg)
+        assert alone.rows == together.rows and alone.scores == together.scores
