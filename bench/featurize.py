@@ -28,13 +28,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.reference_less import KeptDenseProjector, TrakBasicProjector, reference_featurize  # noqa: E402
+from indexer.model_io import load_lora_model, load_tokenizer  # noqa: E402
 from less_core.config import LoraSettings, ProjectionConfig  # noqa: E402
 from less_core.data import collate, iter_examples, tokenize_example  # noqa: E402
 from less_core.featurize import Featurizer  # noqa: E402
 from less_core.lora_grads import PerExampleGradients  # noqa: E402
 from less_core.optimizer_state import AdamState  # noqa: E402
 from less_core.projectors import make_projector  # noqa: E402
-from indexer.model_io import load_lora_model, load_tokenizer  # noqa: E402
 
 log = logging.getLogger("bench.featurize")
 
@@ -64,13 +64,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ref-n", type=int, default=32, help="examples for the one-at-a-time variants")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=256)
-    ap.add_argument("--dim", type=int, default=2048, help="projection dim (ref_kept holds d x dim floats)")
+    ap.add_argument(
+        "--dim", type=int, default=2048, help="projection dim (ref_kept holds d x dim floats)"
+    )
     ap.add_argument("--lora-rank", type=int, default=8)
     ap.add_argument("--lora-modules", default="q_proj,v_proj")
-    ap.add_argument("--lora-layers", default=None, help="comma-separated decoder layers (default all)")
+    ap.add_argument(
+        "--lora-layers", default=None, help="comma-separated decoder layers (default all)"
+    )
     ap.add_argument("--dense-cache-mb", type=int, default=4096)
-    ap.add_argument("--kept-max-gb", type=float, default=6.0,
-                    help="skip ref_kept when its d x dim float32 matrix would exceed this")
+    ap.add_argument(
+        "--kept-max-gb",
+        type=float,
+        default=6.0,
+        help="skip ref_kept when its d x dim float32 matrix would exceed this",
+    )
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--kinds", default="sjlt,rademacher", help="projector kinds to run for ours")
     ap.add_argument("--seed", type=int, default=0)
@@ -80,9 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     if ns.threads:
         torch.set_num_threads(ns.threads)
 
-    lora = LoraSettings(rank=ns.lora_rank, alpha=4 * ns.lora_rank, dropout=0.0,
-                        target_modules=tuple(ns.lora_modules.split(",")),
-                        layers=tuple(int(x) for x in ns.lora_layers.split(",")) if ns.lora_layers else None)
+    lora = LoraSettings(
+        rank=ns.lora_rank,
+        alpha=4 * ns.lora_rank,
+        dropout=0.0,
+        target_modules=tuple(ns.lora_modules.split(",")),
+        layers=tuple(int(x) for x in ns.lora_layers.split(",")) if ns.lora_layers else None,
+    )
     tokenizer = load_tokenizer(ns.model_dir)
     model = load_lora_model(ns.model_dir, lora, torch.device("cpu"))
     torch.manual_seed(ns.seed)
@@ -95,22 +107,40 @@ def main(argv: list[str] | None = None) -> int:
     toks = [tokenize_example(tokenizer, e, ns.max_length) for e in examples[: ns.n]]
     toks = [t for t in toks if t.n_response_tokens > 0]
     toks.sort(key=lambda t: len(t.input_ids))  # both batched variants use the same sorted batches
-    batches = [collate(toks[i : i + ns.batch_size], tokenizer.pad_token_id) for i in range(0, len(toks), ns.batch_size)]
+    batches = [
+        collate(toks[i : i + ns.batch_size], tokenizer.pad_token_id)
+        for i in range(0, len(toks), ns.batch_size)
+    ]
     adam = synthetic_adam_state(model, ns.seed)
     grads = PerExampleGradients(model)
     d = grads.layout.total
-    log.info("model %s, LoRA d=%d, %d examples (mean %d tokens), P=%d", ns.model_dir, d, len(toks),
-             sum(len(t.input_ids) for t in toks) / len(toks), ns.dim)
+    log.info(
+        "model %s, LoRA d=%d, %d examples (mean %d tokens), P=%d",
+        ns.model_dir,
+        d,
+        len(toks),
+        sum(len(t.input_ids) for t in toks) / len(toks),
+        ns.dim,
+    )
 
     def floor():
         for b in batches:
             model.zero_grad()
-            model(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels).loss.backward()
+            model(
+                input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels
+            ).loss.backward()
 
     results: dict[str, dict] = {}
     kinds = ns.kinds.split(",")
     featurizers = {
-        kind: Featurizer(grads, make_projector(ProjectionConfig(kind=kind, dim=ns.dim, dense_cache_mb=ns.dense_cache_mb), grads.layout), adam)
+        kind: Featurizer(
+            grads,
+            make_projector(
+                ProjectionConfig(kind=kind, dim=ns.dim, dense_cache_mb=ns.dense_cache_mb),
+                grads.layout,
+            ),
+            adam,
+        )
         for kind in kinds
     }
     # Warm every path once (allocator, projector caches, thread pools) on the first batch.
@@ -121,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(2):
         results.setdefault("floor", {"s": []})["s"].append(timed(floor))
         for kind, f in featurizers.items():
-            results.setdefault(f"ours/{kind}", {"s": []})["s"].append(timed(lambda f=f: [f(b) for b in batches]))
+            results.setdefault(f"ours/{kind}", {"s": []})["s"].append(
+                timed(lambda f=f: [f(b) for b in batches])
+            )
     for r in results.values():
         r["s_per_example"] = min(r["s"]) / len(toks)
 
@@ -137,10 +169,18 @@ def main(argv: list[str] | None = None) -> int:
         kept = KeptDenseProjector(d, ns.dim, ns.seed)
         t_gen = time.perf_counter() - t_gen
         t_kept = timed(lambda: reference_featurize(model, ref_toks, (full_avg, full_sq), kept))
-        results["ref_kept"] = {"s": [t_kept], "s_per_example": t_kept / len(ref_toks), "matrix_generation_s": t_gen}
+        results["ref_kept"] = {
+            "s": [t_kept],
+            "s_per_example": t_kept / len(ref_toks),
+            "matrix_generation_s": t_gen,
+        }
         del kept
     else:
-        log.info("ref_kept skipped: its matrix needs %.1f GB (> --kept-max-gb %.1f)", kept_gb, ns.kept_max_gb)
+        log.info(
+            "ref_kept skipped: its matrix needs %.1f GB (> --kept-max-gb %.1f)",
+            kept_gb,
+            ns.kept_max_gb,
+        )
 
     floor_s = results["floor"]["s_per_example"]
     ratios = {}
@@ -152,13 +192,27 @@ def main(argv: list[str] | None = None) -> int:
             ratios[f"ref_kept_over_ours_{kind}"] = results["ref_kept"]["s_per_example"] / ours
     report = {
         "benchmark": "featurize",
-        "command": "python bench/featurize.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
-                    "device": "cpu", "torch": torch.__version__},
-        "setup": {"model_dir": ns.model_dir, "lora": lora.to_dict(), "lora_params": d, "dim": ns.dim,
-                  "n": len(toks), "ref_n": len(ref_toks), "batch_size": ns.batch_size, "max_length": ns.max_length,
-                  "mean_tokens": sum(len(t.input_ids) for t in toks) / len(toks),
-                  "padding_efficiency": sum(len(t.input_ids) for t in toks) / sum(b.input_ids.numel() for b in batches)},
+        "command": "python bench/featurize.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_threads": torch.get_num_threads(),
+            "device": "cpu",
+            "torch": torch.__version__,
+        },
+        "setup": {
+            "model_dir": ns.model_dir,
+            "lora": lora.to_dict(),
+            "lora_params": d,
+            "dim": ns.dim,
+            "n": len(toks),
+            "ref_n": len(ref_toks),
+            "batch_size": ns.batch_size,
+            "max_length": ns.max_length,
+            "mean_tokens": sum(len(t.input_ids) for t in toks) / len(toks),
+            "padding_efficiency": sum(len(t.input_ids) for t in toks)
+            / sum(b.input_ids.numel() for b in batches),
+        },
         "results": results,
         "ratios": ratios,
         "bars": {"ours_over_floor_max": 1.5, "sjlt_goal": 1.3, "reference_over_ours_min": 10.0},
@@ -166,7 +220,15 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(ns.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({"ratios": ratios, "s_per_example": {k: v["s_per_example"] for k, v in results.items()}}, indent=2))
+    print(
+        json.dumps(
+            {
+                "ratios": ratios,
+                "s_per_example": {k: v["s_per_example"] for k, v in results.items()},
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -26,7 +26,9 @@ TRAK_BLOCK_SIZE = 128
 class TrakBasicProjector:
     """TRAK's BasicProjector (rademacher): regenerates Π block by block on each call."""
 
-    def __init__(self, grad_dim: int, proj_dim: int, seed: int = 0, block_size: int = TRAK_BLOCK_SIZE):
+    def __init__(
+        self, grad_dim: int, proj_dim: int, seed: int = 0, block_size: int = TRAK_BLOCK_SIZE
+    ):
         self.grad_dim, self.proj_dim, self.seed = grad_dim, proj_dim, seed
         self.block_size = min(proj_dim, block_size)
         self.num_blocks = math.ceil(proj_dim / self.block_size)
@@ -57,13 +59,17 @@ class KeptDenseProjector:
 
     def __init__(self, grad_dim: int, proj_dim: int, seed: int = 0):
         generator = torch.Generator().manual_seed(seed)
-        self.matrix = torch.empty(grad_dim, proj_dim).bernoulli_(0.5, generator=generator).mul_(2).sub_(1)
+        self.matrix = (
+            torch.empty(grad_dim, proj_dim).bernoulli_(0.5, generator=generator).mul_(2).sub_(1)
+        )
 
     def project(self, grads: torch.Tensor) -> torch.Tensor:
         return grads @ self.matrix
 
 
-def reference_featurize(model, examples, moments, projector, *, betas=(0.9, 0.999), eps=1e-8) -> torch.Tensor:
+def reference_featurize(
+    model, examples, moments, projector, *, betas=(0.9, 0.999), eps=1e-8
+) -> torch.Tensor:
     """Features of ``examples`` (list of (input_ids, labels) lists) the reference way.
 
     Args:

@@ -56,10 +56,10 @@ from indexer.query import QueryEngine  # noqa: E402
 from less_core.config import SelectionConfig  # noqa: E402
 from less_core.data import Example, TokenizedExample, collate  # noqa: E402
 from less_core.errors import LessError  # noqa: E402
-from service.launcher import service_process  # noqa: E402
 from less_core.lora_grads import response_losses  # noqa: E402
 from less_core.scoring import subtask_queries  # noqa: E402
 from less_core.search import DEFAULT_BLOCK_ROWS, QuerySet, scan_select  # noqa: E402
+from service.launcher import service_process  # noqa: E402
 from service.worker import check_target_lengths  # noqa: E402
 
 log = logging.getLogger("bench.service")
@@ -248,7 +248,9 @@ class Bench:
             self.base_k,
         )
         t0 = time.perf_counter()
-        self.target_feats = self.engine.target_features([self.toks], self.names)[0]  # per ckpt (T, P)
+        self.target_feats = self.engine.target_features([self.toks], self.names)[
+            0
+        ]  # per ckpt (T, P)
         self.all_target_features_s = time.perf_counter() - t0
 
     def queries(self, idx: Sequence[int]) -> torch.Tensor:
@@ -448,7 +450,9 @@ class Bench:
             "device": ns.device,
         }
         t0 = time.perf_counter()
-        with service_process(settings, work, ready_timeout_s=READY_TIMEOUT_S, env=self._service_env()) as base_url:
+        with service_process(
+            settings, work, ready_timeout_s=READY_TIMEOUT_S, env=self._service_env()
+        ) as base_url:
             ready_s = time.perf_counter() - t0
             with LessClient(base_url, BENCH_KEY, timeout=HTTP_TIMEOUT_S, max_retries=0) as client:
                 result = self._http_measure(client, base_url)

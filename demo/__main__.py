@@ -48,11 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./run demo", description=__doc__.splitlines()[0])
     add_dataclass_args(parser, DemoConfig)
     ns = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
+    )
     try:
         config = dataclass_from_args(DemoConfig, ns)
         paths = prepare_all(config)
-        pool = {json.loads(line)["id"]: json.loads(line) for line in paths.pool.read_text().splitlines()}
+        pool = {
+            json.loads(line)["id"]: json.loads(line) for line in paths.pool.read_text().splitlines()
+        }
         targets = load_targets_jsonl(paths.targets)
         with running_service(paths, config) as (base_url, api_key):
             with LessClient(base_url=base_url, api_key=api_key, timeout=600) as less:
@@ -67,10 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     n_task_in_pool = sum(1 for r in pool.values() if r["task"] == config.target_task)
     n_tasks = len({r["task"] for r in pool.values()})
     print()
-    print(f"Target task: {config.target_task} ({len(targets)} few-shot examples) -> datastore "
-          f"'{result.datastore}' version {result.datastore_version}, {result.n_candidates} candidates")
-    print(f"Selected {len(result.selected)} ({config.fraction:.0%}) in {wall_ms:.0f} ms "
-          f"(gradients {result.timings.gradient_ms:.0f} ms, search {result.timings.search_ms:.0f} ms)")
+    print(
+        f"Target task: {config.target_task} ({len(targets)} few-shot examples) -> datastore "
+        f"'{result.datastore}' version {result.datastore_version}, {result.n_candidates} candidates"
+    )
+    print(
+        f"Selected {len(result.selected)} ({config.fraction:.0%}) in {wall_ms:.0f} ms "
+        f"(gradients {result.timings.gradient_ms:.0f} ms, search {result.timings.search_ms:.0f} ms)"
+    )
     print()
     print(f"{'rank':>4}  {'score':>7}  {'source task':<28} {'id':<32} snippet")
     for rank, sel in enumerate(result.selected[: config.show], start=1):
@@ -79,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{rank:>4}  {sel.score:7.4f} {mark}{row['task']:<28} {sel.id:<32} {_snippet(row)}")
     print()
     chance = n_task_in_pool / len(pool)
-    print(f"From the target task: {len(own)}/{len(result.selected)} = {len(own) / len(result.selected):.0%} "
-          f"(chance: {n_task_in_pool}/{len(pool)} = {chance:.1%}, {n_tasks} tasks in the pool)")
+    print(
+        f"From the target task: {len(own)}/{len(result.selected)} = {len(own) / len(result.selected):.0%} "
+        f"(chance: {n_task_in_pool}/{len(pool)} = {chance:.1%}, {n_tasks} tasks in the pool)"
+    )
     return 0
 
 

@@ -11,18 +11,27 @@ from less_core.config import require
 class DemoConfig:
     """What the demo builds and asks. Paper-scale runs raise these numbers (see README)."""
 
-    data_dir: str = field(default="data", metadata={"help": "cache for model, BIG-bench and datastores"})
-    target_task: str = field(default="sports_understanding", metadata={"help": "BIG-bench task to select for"})
+    data_dir: str = field(
+        default="data", metadata={"help": "cache for model, BIG-bench and datastores"}
+    )
+    target_task: str = field(
+        default="sports_understanding", metadata={"help": "BIG-bench task to select for"}
+    )
     per_task_pool: int = field(default=12, metadata={"help": "pool examples per BIG-bench task"})
     n_pool_tasks: int = field(default=24, metadata={"help": "non-target tasks mixed into the pool"})
     max_length: int = field(default=256, metadata={"help": "tokens per example at most"})
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank (paper, 7B: 128)"})
     lora_alpha: float = field(default=32.0, metadata={"help": "LoRA alpha (paper: 4 x rank)"})
     lora_top_layers: int = field(
-        default=8, metadata={"help": "adapters on the last N decoder layers only: backward stops there"}
+        default=8,
+        metadata={"help": "adapters on the last N decoder layers only: backward stops there"},
     )
-    warmup_fraction: float = field(default=0.05, metadata={"help": "warmup share of the pool (paper: 5 %)"})
-    warmup_epochs: int = field(default=2, metadata={"help": "warmup epochs = checkpoints (paper: 4)"})
+    warmup_fraction: float = field(
+        default=0.05, metadata={"help": "warmup share of the pool (paper: 5 %)"}
+    )
+    warmup_epochs: int = field(
+        default=2, metadata={"help": "warmup epochs = checkpoints (paper: 4)"}
+    )
     warmup_lr: float = field(default=2e-4, metadata={"help": "warmup peak lr"})
     projector: str = field(default="sjlt", metadata={"help": "rademacher or sjlt"})
     proj_dim: int = field(default=8192, metadata={"help": "projection dimension P"})

@@ -16,9 +16,15 @@ from indexer.checkpoints import discover_checkpoints
 from indexer.sources.bigbench import BigBenchConfig, build_bigbench_splits, fetch_bigbench_sdist
 from indexer.sources.smollm2 import SMOLLM2_MODEL_ID, prepare_smollm2
 from indexer.warmup import run_warmup
-from service.launcher import service_process
-from less_core.config import BuildConfig, LoraSettings, ProjectionConfig, TokenizationConfig, WarmupConfig
+from less_core.config import (
+    BuildConfig,
+    LoraSettings,
+    ProjectionConfig,
+    TokenizationConfig,
+    WarmupConfig,
+)
 from less_core.errors import LessError
+from service.launcher import service_process
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +62,25 @@ def prepare_all(config: DemoConfig) -> DemoPaths:
 
     n_layers = _decoder_layers(model_dir)
     lora = LoraSettings(
-        rank=config.lora_rank, alpha=config.lora_alpha, dropout=0.1,
+        rank=config.lora_rank,
+        alpha=config.lora_alpha,
+        dropout=0.1,
         target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
         layers=tuple(range(max(0, n_layers - config.lora_top_layers), n_layers)),
     )
     tokenization = TokenizationConfig(max_length=config.max_length)
-    warmup = WarmupConfig(fraction=config.warmup_fraction, epochs=config.warmup_epochs,
-                          learning_rate=config.warmup_lr, batch_size=1, gradient_accumulation=4)
-    run_key = hashlib.sha256(json.dumps([lora.to_dict(), warmup.to_dict(), tokenization.to_dict()],
-                                        sort_keys=True).encode()).hexdigest()[:10]
+    warmup = WarmupConfig(
+        fraction=config.warmup_fraction,
+        epochs=config.warmup_epochs,
+        learning_rate=config.warmup_lr,
+        batch_size=1,
+        gradient_accumulation=4,
+    )
+    run_key = hashlib.sha256(
+        json.dumps(
+            [lora.to_dict(), warmup.to_dict(), tokenization.to_dict()], sort_keys=True
+        ).encode()
+    ).hexdigest()[:10]
     work = data / "demo" / tag / f"run-{run_key}"
     warmup_dir = work / "warmup"
     n_ckpts = len(discover_checkpoints(warmup_dir)) if (warmup_dir / "warmup.json").is_file() else 0
@@ -73,23 +89,46 @@ def prepare_all(config: DemoConfig) -> DemoPaths:
         run_warmup(model_dir, pool, warmup_dir, lora, warmup, tokenization)
     log.info("step 4/4: datastore build (resumable; a finished build is reused)")
     datastore = work / "datastores" / "bigbench"
-    build_datastore(BuildRequest(
-        model_dir=model_dir, pool_path=pool, warmup_dir=warmup_dir, out_root=datastore,
-        model_id=SMOLLM2_MODEL_ID,
-        projection=ProjectionConfig(kind=config.projector, dim=config.proj_dim),
-        build=BuildConfig(batch_size=config.batch_size), tokenization=tokenization,
-    ))
-    return DemoPaths(model_dir, pool, splits.out_dir / "targets" / f"{config.target_task}.jsonl",
-                     warmup_dir, datastore, work)
+    build_datastore(
+        BuildRequest(
+            model_dir=model_dir,
+            pool_path=pool,
+            warmup_dir=warmup_dir,
+            out_root=datastore,
+            model_id=SMOLLM2_MODEL_ID,
+            projection=ProjectionConfig(kind=config.projector, dim=config.proj_dim),
+            build=BuildConfig(batch_size=config.batch_size),
+            tokenization=tokenization,
+        )
+    )
+    return DemoPaths(
+        model_dir,
+        pool,
+        splits.out_dir / "targets" / f"{config.target_task}.jsonl",
+        warmup_dir,
+        datastore,
+        work,
+    )
 
 
 @contextlib.contextmanager
 def running_service(paths: DemoPaths, config: DemoConfig) -> Iterator[tuple[str, str]]:
     """The service over the demo datastore on loopback; yields (url, api key)."""
     settings = {
-        "datastores": {"bigbench": {"path": str(paths.datastore.resolve()), "model_dir": str(paths.model_dir.resolve())}},
-        "teams": {"demo": {"key_sha256": [hashlib.sha256(DEMO_API_KEY.encode()).hexdigest()],
-                           "datastores": ["bigbench"], "rate_per_minute": 600, "burst": 60}},
+        "datastores": {
+            "bigbench": {
+                "path": str(paths.datastore.resolve()),
+                "model_dir": str(paths.model_dir.resolve()),
+            }
+        },
+        "teams": {
+            "demo": {
+                "key_sha256": [hashlib.sha256(DEMO_API_KEY.encode()).hexdigest()],
+                "datastores": ["bigbench"],
+                "rate_per_minute": 600,
+                "burst": 60,
+            }
+        },
         "jobs_dir": str((paths.work / "jobs").resolve()),
         "request_timeout_s": READY_TIMEOUT_S,
     }

@@ -28,14 +28,6 @@ import numpy as np
 import torch
 
 import less_core
-from less_core.config import AdamFeatureConfig, BuildConfig, ProjectionConfig, TokenizationConfig
-from less_core.data import collate
-from less_core.errors import ConfigError, IndexMismatchError
-from less_core.featurize import Featurizer
-from less_core.lora_grads import PerExampleGradients
-from less_core.optimizer_state import load_adam_state
-from less_core.projectors import make_projector
-from less_core.scoring import checkpoint_weights
 from indexer import datastore as ds
 from indexer.checkpoints import Checkpoint, discover_checkpoints, select_checkpoints
 from indexer.faiss_index import build_index
@@ -52,6 +44,14 @@ from indexer.model_io import (
 )
 from indexer.progress import Progress
 from indexer.tokenized_pool import TokenizedPool, tokenize_pool
+from less_core.config import AdamFeatureConfig, BuildConfig, ProjectionConfig, TokenizationConfig
+from less_core.data import collate
+from less_core.errors import ConfigError, IndexMismatchError
+from less_core.featurize import Featurizer
+from less_core.lora_grads import PerExampleGradients
+from less_core.optimizer_state import load_adam_state
+from less_core.projectors import make_projector
+from less_core.scoring import checkpoint_weights
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,9 @@ class BuildRequest:
 def _checkpoint_record(ckpt: Checkpoint) -> dict:
     opt = ckpt.optimizer_state_path
     if opt is None:
-        raise ConfigError(f"{ckpt.path}: no optimizer state (optimizer.pt / optimizer.bin) for Adam features")
+        raise ConfigError(
+            f"{ckpt.path}: no optimizer state (optimizer.pt / optimizer.bin) for Adam features"
+        )
     return {
         "name": ckpt.name,
         "step": ckpt.step,
@@ -199,9 +201,16 @@ def build_datastore(req: BuildRequest) -> Path:
         adam_state = load_adam_state(ckpt.optimizer_state_path, names, shapes)
         featurizer = Featurizer(grads, projector, adam_state, req.adam)
         timings[f"featurize_s/{ckpt.name}"] = _featurize_checkpoint(
-            featurizer, pool, order, req.build.batch_size, tokenizer.pad_token_id, device,
-            staging / ds.feature_file(ckpt.name), staging / "progress" / f"{ckpt.name}.json",
-            req.build.feature_dtype, f"featurize {ckpt.name}",
+            featurizer,
+            pool,
+            order,
+            req.build.batch_size,
+            tokenizer.pad_token_id,
+            device,
+            staging / ds.feature_file(ckpt.name),
+            staging / "progress" / f"{ckpt.name}.json",
+            req.build.feature_dtype,
+            f"featurize {ckpt.name}",
         )
 
     t0 = time.monotonic()

@@ -79,7 +79,9 @@ def discover_checkpoints(
     if not root.is_dir():
         raise IndexNotFoundError(f"warmup directory {root} does not exist")
     found = sorted(
-        (int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _CHECKPOINT_DIR.match(p.name))
+        (int(m.group(1)), p)
+        for p in root.iterdir()
+        if p.is_dir() and (m := _CHECKPOINT_DIR.match(p.name))
     )
     if not found:
         raise IndexNotFoundError(f"no checkpoint-<step> directories in {root}")
@@ -87,7 +89,9 @@ def discover_checkpoints(
     unknown = set(overrides) - {p.name for _, p in found}
     if unknown:
         raise CheckpointNotFoundError(f"lr override for unknown checkpoint(s) {sorted(unknown)}")
-    history = [h for h in _log_history([p for _, p in found]) if "learning_rate" in h and "step" in h]
+    history = [
+        h for h in _log_history([p for _, p in found]) if "learning_rate" in h and "step" in h
+    ]
     out, prev_step = [], 0
     for step, path in found:
         if path.name in overrides:

@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from indexer.cli_args import add_dataclass_args, dataclass_from_args
 from less_core.config import (
     AdamFeatureConfig,
     BuildConfig,
@@ -23,7 +24,6 @@ from less_core.config import (
 )
 from less_core.data import read_examples
 from less_core.errors import LessError
-from indexer.cli_args import add_dataclass_args, dataclass_from_args
 
 log = logging.getLogger("less-index")
 
@@ -32,7 +32,9 @@ def _cmd_warmup(ns: argparse.Namespace) -> int:
     from indexer.warmup import run_warmup
 
     out = run_warmup(
-        Path(ns.model_dir), Path(ns.pool), Path(ns.out),
+        Path(ns.model_dir),
+        Path(ns.pool),
+        Path(ns.out),
         dataclass_from_args(LoraSettings, ns, "lora"),
         dataclass_from_args(WarmupConfig, ns),
         dataclass_from_args(TokenizationConfig, ns),
@@ -90,12 +92,20 @@ def _cmd_info(ns: argparse.Namespace) -> int:
     print(f"datastore {store.root} version {store.version} (created {m['created_at']})")
     print(f"  model      {m['model']['id']} sha256 {m['model']['sha256'][:12]}")
     print(f"  examples   {m['n']} indexed, {m['n_skipped']} skipped; pool {m['pool']['file']}")
-    print(f"  projector  {proj['kind']} dim {proj['dim']} seed {proj['seed']} scope {proj['scope']}")
-    print(f"  features   {m['features']['dtype']}, train {m['features']['train_kind']}, targets {m['features']['target_kind']}")
+    print(
+        f"  projector  {proj['kind']} dim {proj['dim']} seed {proj['seed']} scope {proj['scope']}"
+    )
+    print(
+        f"  features   {m['features']['dtype']}, train {m['features']['train_kind']}, targets {m['features']['target_kind']}"
+    )
     lora = m["lora"]
-    print(f"  lora       rank {lora['rank']} alpha {lora['alpha']} on {','.join(lora['target_modules'])}")
+    print(
+        f"  lora       rank {lora['rank']} alpha {lora['alpha']} on {','.join(lora['target_modules'])}"
+    )
     for c in m["checkpoints"]:
-        print(f"  checkpoint {c['name']:<20} step {c['step']:<6} lr {c['lr']:.3e} weight {c['weight']:.4f}")
+        print(
+            f"  checkpoint {c['name']:<20} step {c['step']:<6} lr {c['lr']:.3e} weight {c['weight']:.4f}"
+        )
     print(f"  timings    {m['timings']}")
     return 0
 
@@ -112,8 +122,18 @@ def _cmd_verify(ns: argparse.Namespace) -> int:
         sample=ns.sample,
         device=ns.device,
     )
-    print(json.dumps({"version": report.version, "ok": report.ok, "bad_checksums": report.bad_checksums,
-                      "problems": report.problems, "min_cosine": report.min_cosine}, indent=2))
+    print(
+        json.dumps(
+            {
+                "version": report.version,
+                "ok": report.ok,
+                "bad_checksums": report.bad_checksums,
+                "problems": report.problems,
+                "min_cosine": report.min_cosine,
+            },
+            indent=2,
+        )
+    )
     return 0 if report.ok else 1
 
 
@@ -123,15 +143,23 @@ def _cmd_select(ns: argparse.Namespace) -> int:
     from indexer.selection_io import write_selection
 
     config = SelectionConfig(
-        k=ns.k, fraction=ns.fraction, aggregate=ns.aggregate,
+        k=ns.k,
+        fraction=ns.fraction,
+        aggregate=ns.aggregate,
         checkpoints=tuple(ns.checkpoints.split(",")) if ns.checkpoints else None,
     )
     targets = read_examples(ns.targets, require_id=False)
     engine = QueryEngine(Datastore.open(ns.datastore, ns.version), ns.model_dir, ns.device)
     selection = engine.select(targets, config)
     write_selection(selection, Path(ns.out), pool_path=Path(ns.pool) if ns.pool else None)
-    log.info("selected %d of %d (gradient %.0f ms, search %.0f ms) -> %s", len(selection.ids),
-             selection.n_candidates, selection.gradient_ms, selection.search_ms, ns.out)
+    log.info(
+        "selected %d of %d (gradient %.0f ms, search %.0f ms) -> %s",
+        len(selection.ids),
+        selection.n_candidates,
+        selection.gradient_ms,
+        selection.search_ms,
+        ns.out,
+    )
     return 0
 
 
@@ -157,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-dir", required=True, help="directory with checkpoint-<step>/ folders")
     p.add_argument("--out", required=True, help="datastore root directory")
     p.add_argument("--checkpoints", default=None, help="comma-separated subset of checkpoint names")
-    p.add_argument("--checkpoint-lr", action="append", metavar="NAME=LR", help="override a checkpoint's lr")
+    p.add_argument(
+        "--checkpoint-lr", action="append", metavar="NAME=LR", help="override a checkpoint's lr"
+    )
     p.add_argument("--device", default=None)
     add_dataclass_args(p, ProjectionConfig, "proj")
     add_dataclass_args(p, BuildConfig)
@@ -165,8 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_args(p, TokenizationConfig)
     p.set_defaults(func=_cmd_build)
 
-    for name, func, help_text in (("info", _cmd_info, "show a datastore's manifest"),
-                                  ("verify", _cmd_verify, "check checksums, norms and recomputed rows")):
+    for name, func, help_text in (
+        ("info", _cmd_info, "show a datastore's manifest"),
+        ("verify", _cmd_verify, "check checksums, norms and recomputed rows"),
+    ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--datastore", required=True, help="datastore root directory")
         p.add_argument("--version", default=None, help="a published version (default: CURRENT)")
@@ -184,9 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datastore", required=True)
     p.add_argument("--version", default=None)
     p.add_argument("--model-dir", required=True)
-    p.add_argument("--targets", required=True, help="targets JSONL (messages or prompt/completion, optional subtask)")
+    p.add_argument(
+        "--targets",
+        required=True,
+        help="targets JSONL (messages or prompt/completion, optional subtask)",
+    )
     p.add_argument("--k", type=int, default=None)
-    p.add_argument("--fraction", type=float, default=None, help="default 0.05 when --k is not given")
+    p.add_argument(
+        "--fraction", type=float, default=None, help="default 0.05 when --k is not given"
+    )
     p.add_argument("--aggregate", choices=["max", "mean"], default="max")
     p.add_argument("--checkpoints", default=None)
     p.add_argument("--out", required=True, help="output JSONL of {id, score, subtask}")
@@ -199,15 +237,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
-    logging.basicConfig(level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=ns.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         return ns.func(ns)
     except (LessError, OSError) as exc:
         print(f"less-index {ns.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"less-index {ns.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        print(
+            f"less-index {ns.command}: interrupted; run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130
 
 

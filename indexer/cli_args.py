@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
 import typing
 from typing import Any, Literal, get_args, get_origin
 
@@ -27,7 +28,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str =
         flag, dest = _flag(prefix, f.name), _dest(prefix, f.name)
         kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": help_text}
         args = [a for a in get_args(hint) if a is not type(None)]
-        base = args[0] if get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args else hint
+        # `X | None` fields take X's flag type.
+        base = args[0] if get_origin(hint) in (typing.Union, types.UnionType) and args else hint
         if base is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif get_origin(base) is Literal:

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from indexer.fsutil import atomic_write_text, fsync_dir, fsync_tree, sha256_file
 from less_core.errors import CheckpointNotFoundError, IndexNotFoundError, IntegrityError
 from less_core.scoring import checkpoint_weights
-from indexer.fsutil import atomic_write_text, fsync_dir, fsync_tree, sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -64,7 +64,11 @@ def publish(staged_dir: Path, root: Path, version: str) -> Path:
         staged_dir.rename(target)
         fsync_dir(versions)
     staging_root = staged_dir.parent
-    if staging_root.name == ".staging" and staging_root.is_dir() and not any(staging_root.iterdir()):
+    if (
+        staging_root.name == ".staging"
+        and staging_root.is_dir()
+        and not any(staging_root.iterdir())
+    ):
         staging_root.rmdir()
     publish_pointer(root, version)
     return target
@@ -128,7 +132,9 @@ class Datastore:
         and the pages are writable so they become tensors without a copy.
         """
         if checkpoint not in self.checkpoint_names:
-            raise CheckpointNotFoundError(f"unknown checkpoint {checkpoint!r}; have {self.checkpoint_names}")
+            raise CheckpointNotFoundError(
+                f"unknown checkpoint {checkpoint!r}; have {self.checkpoint_names}"
+            )
         return np.load(self.path / feature_file(checkpoint), mmap_mode="c")
 
     def weights(self, checkpoints: list[str] | None = None) -> tuple[list[str], np.ndarray]:
@@ -137,7 +143,9 @@ class Datastore:
         lrs = {c["name"]: c["lr"] for c in self.manifest["checkpoints"]}
         missing = [c for c in names if c not in lrs]
         if missing:
-            raise CheckpointNotFoundError(f"unknown checkpoint(s) {missing}; have {self.checkpoint_names}")
+            raise CheckpointNotFoundError(
+                f"unknown checkpoint(s) {missing}; have {self.checkpoint_names}"
+            )
         if len(set(names)) != len(names):
             raise CheckpointNotFoundError(f"checkpoint listed twice in {names}")
         return list(names), checkpoint_weights([lrs[c] for c in names])
@@ -145,5 +153,9 @@ class Datastore:
     def verify_checksums(self) -> list[str]:
         """Names of files whose sha256 differs from ``checksums.json`` (empty if all match)."""
         sums = json.loads((self.path / CHECKSUMS).read_text())
-        bad = [name for name, digest in sums.items() if not (self.path / name).is_file() or sha256_file(self.path / name) != digest]
+        bad = [
+            name
+            for name, digest in sums.items()
+            if not (self.path / name).is_file() or sha256_file(self.path / name) != digest
+        ]
         return sorted(bad)

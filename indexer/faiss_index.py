@@ -26,7 +26,9 @@ def require_faiss() -> Any:
 
 def concat_rows(features: Sequence[np.ndarray], r0: int, r1: int) -> np.ndarray:
     """Rows [r0, r1) of every checkpoint's features side by side, float32 (rows, C·P)."""
-    return np.ascontiguousarray(np.hstack([np.asarray(f[r0:r1], dtype=np.float32) for f in features]))
+    return np.ascontiguousarray(
+        np.hstack([np.asarray(f[r0:r1], dtype=np.float32) for f in features])
+    )
 
 
 def build_index(features: Sequence[np.ndarray], factory: str, path: Path, seed: int = 0) -> None:

@@ -42,7 +42,9 @@ def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_base_model(model_dir: str | Path, device: torch.device, dtype: torch.dtype = torch.float32):
+def load_base_model(
+    model_dir: str | Path, device: torch.device, dtype: torch.dtype = torch.float32
+):
     """A causal LM from a local checkpoint directory (no hub access), in eval mode."""
     path = Path(model_dir)
     if not (path / "config.json").is_file():
@@ -82,10 +84,14 @@ def load_adapter_weights(model: PeftModel, checkpoint_dir: Path) -> None:
     result = set_peft_model_state_dict(model, state)
     unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
     if unexpected:
-        raise ConfigError(f"{weights_path}: weights do not fit the model's LoRA layout: {unexpected[:3]}")
+        raise ConfigError(
+            f"{weights_path}: weights do not fit the model's LoRA layout: {unexpected[:3]}"
+        )
 
 
-def load_lora_model(model_dir: str | Path, settings: LoraSettings, device: torch.device) -> PeftModel:
+def load_lora_model(
+    model_dir: str | Path, settings: LoraSettings, device: torch.device
+) -> PeftModel:
     """Base model wrapped with (not yet loaded) LoRA adapters of ``settings``, eval mode."""
     model = attach_lora(load_base_model(model_dir, device), settings)
     return model.eval()

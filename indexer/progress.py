@@ -9,7 +9,9 @@ import time
 class Progress:
     """Logs ``done/total`` (or just ``done`` when the total is unknown), items per second and ETA at most every ``interval_s`` seconds."""
 
-    def __init__(self, label: str, total: int | None, done: int = 0, interval_s: float = 5.0, logger=None):
+    def __init__(
+        self, label: str, total: int | None, done: int = 0, interval_s: float = 5.0, logger=None
+    ):
         self.label, self.total, self.done = label, total, done
         self._start_done, self._t0 = done, time.monotonic()
         self._last = 0.0
@@ -19,7 +21,9 @@ class Progress:
     def update(self, n: int) -> None:
         self.done += n
         now = time.monotonic()
-        if now - self._last >= self.interval_s or (self.total is not None and self.done >= self.total):
+        if now - self._last >= self.interval_s or (
+            self.total is not None and self.done >= self.total
+        ):
             self._last = now
             self.log.info("%s", self.line())
 

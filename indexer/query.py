@@ -19,6 +19,14 @@ import torch
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 
+from indexer.datastore import Datastore
+from indexer.model_io import (
+    ADAPTER_WEIGHTS,
+    load_lora_model,
+    load_tokenizer,
+    model_fingerprint,
+    resolve_device,
+)
 from less_core.config import LoraSettings, ProjectionConfig, SelectionConfig, TokenizationConfig
 from less_core.data import Example, TokenizedExample, collate, tokenize_example
 from less_core.errors import DataError, IndexMismatchError
@@ -27,8 +35,6 @@ from less_core.lora_grads import PerExampleGradients
 from less_core.projectors import ModuleLayout, make_projector
 from less_core.scoring import subtask_queries
 from less_core.search import QuerySet, scan_select
-from indexer.datastore import Datastore
-from indexer.model_io import ADAPTER_WEIGHTS, load_lora_model, load_tokenizer, model_fingerprint, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +68,28 @@ class QueryEngine:
     ):
         manifest = store.manifest
         if check_model and model_fingerprint(model_dir) != manifest["model"]["sha256"]:
-            raise IndexMismatchError(f"model at {model_dir} is not the model datastore {store.version} was built with")
+            raise IndexMismatchError(
+                f"model at {model_dir} is not the model datastore {store.version} was built with"
+            )
         self.store = store
         self.device = resolve_device(device)
         self.tokenizer = load_tokenizer(model_dir)
         self.tokenization = TokenizationConfig.from_dict(manifest["tokenization"])
-        self.model = load_lora_model(model_dir, LoraSettings.from_dict(manifest["lora"]), self.device)
+        self.model = load_lora_model(
+            model_dir, LoraSettings.from_dict(manifest["lora"]), self.device
+        )
         self.grads = PerExampleGradients(self.model)
-        stored = ModuleLayout(tuple(manifest["layout"]["names"]), tuple(manifest["layout"]["sizes"]))
+        stored = ModuleLayout(
+            tuple(manifest["layout"]["names"]), tuple(manifest["layout"]["sizes"])
+        )
         if stored != self.grads.layout:
             raise IndexMismatchError("the model's LoRA layout differs from the datastore's")
         self.projector = make_projector(ProjectionConfig.from_dict(manifest["projector"]), stored)
         self.batch_size = target_batch_size or int(manifest["build"]["batch_size"])
         self.adapters = {
-            name: load_file(str(store.path / "adapters" / name / ADAPTER_WEIGHTS), device=str(self.device))
+            name: load_file(
+                str(store.path / "adapters" / name / ADAPTER_WEIGHTS), device=str(self.device)
+            )
             for name in store.checkpoint_names
         }
         self.features = {name: store.features(name) for name in store.checkpoint_names}
@@ -121,7 +135,9 @@ class QueryEngine:
                 feats = torch.empty(len(targets), self.projector.dim)
                 for b in range(0, len(order), self.batch_size):
                     rows = order[b : b + self.batch_size]
-                    batch = collate([targets[i] for i in rows], self.tokenizer.pad_token_id).to(self.device)
+                    batch = collate([targets[i] for i in rows], self.tokenizer.pad_token_id).to(
+                        self.device
+                    )
                     feats[rows] = featurizer(batch)[0].cpu()
                 out[g].append(feats)
         return out
@@ -150,7 +166,9 @@ class QueryEngine:
 
         query_sets, subtask_names = [], []
         for (examples, config), group_feats in zip(requests, feats):
-            names, weights = self.store.weights(list(config.checkpoints) if config.checkpoints else None)
+            names, weights = self.store.weights(
+                list(config.checkpoints) if config.checkpoints else None
+            )
             w = dict(zip(names, weights))
             labels = [ex.subtask or DEFAULT_SUBTASK for ex in examples]
             # Checkpoints a request leaves out get weight 0, so every query spans `needed`.
@@ -177,4 +195,3 @@ class QueryEngine:
 
     def select(self, examples: Sequence[Example], config: SelectionConfig) -> Selection:
         return self.select_many([(examples, config)])[0]
-

@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from less_core.data import iter_jsonl
-from less_core.errors import DataError
 from indexer.fsutil import atomic_write_text
 from indexer.query import Selection
+from less_core.data import iter_jsonl
+from less_core.errors import DataError
 
 
 def write_selection(selection: Selection, out: Path, pool_path: Path | None = None) -> None:
     """Write ``{rank, id, score, subtask}`` lines, or the pool rows (with those fields added)."""
     records = [
         {"rank": i + 1, "id": ex_id, "score": score, "subtask": sub}
-        for i, (ex_id, score, sub) in enumerate(zip(selection.ids, selection.scores, selection.subtasks))
+        for i, (ex_id, score, sub) in enumerate(
+            zip(selection.ids, selection.scores, selection.subtasks)
+        )
     ]
     if pool_path is not None:
         wanted = {r["id"]: r for r in records}

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from less_core.data import TokenizedExample, iter_examples, tokenize_example
-from less_core.errors import DataError
 from indexer.fsutil import atomic_write_json
 from indexer.progress import Progress
+from less_core.data import TokenizedExample, iter_examples, tokenize_example
+from less_core.errors import DataError
 
 
 class TokenizedPool:
@@ -74,7 +74,15 @@ def tokenize_pool(pool_path: Path, tokenizer: Any, max_length: int, out: Path) -
         for ex in iter_examples(pool_path):
             tok = tokenize_example(tokenizer, ex, max_length)
             if tok.n_response_tokens == 0:
-                skip_f.write(json.dumps({"id": ex.id, "reason": f"response truncated away at max_length={max_length}"}) + "\n")
+                skip_f.write(
+                    json.dumps(
+                        {
+                            "id": ex.id,
+                            "reason": f"response truncated away at max_length={max_length}",
+                        }
+                    )
+                    + "\n"
+                )
                 n_skipped += 1
                 continue
             ids_f.write(ex.id + "\n")

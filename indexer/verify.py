@@ -8,6 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.checkpoints import discover_checkpoints, select_checkpoints
+from indexer.datastore import Datastore
+from indexer.fsutil import sha256_file
+from indexer.model_io import load_adapter_weights, load_lora_model, load_tokenizer, resolve_device
 from less_core.config import AdamFeatureConfig, LoraSettings, ProjectionConfig
 from less_core.data import collate, iter_examples, tokenize_example
 from less_core.errors import IntegrityError
@@ -15,10 +19,6 @@ from less_core.featurize import Featurizer
 from less_core.lora_grads import PerExampleGradients
 from less_core.optimizer_state import load_adam_state
 from less_core.projectors import make_projector
-from indexer.checkpoints import discover_checkpoints, select_checkpoints
-from indexer.datastore import Datastore
-from indexer.fsutil import sha256_file
-from indexer.model_io import load_adapter_weights, load_lora_model, load_tokenizer, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -59,28 +59,39 @@ def verify_datastore(
     for name in store.checkpoint_names:
         f = store.features(name)
         if f.shape != (store.n, m["features"]["dim"]) or str(f.dtype) != m["features"]["dtype"]:
-            report.problems.append(f"{name}: features {f.shape} {f.dtype} do not match the manifest")
+            report.problems.append(
+                f"{name}: features {f.shape} {f.dtype} do not match the manifest"
+            )
             continue
         for r0 in range(0, store.n, 65536):
             norms = np.linalg.norm(np.asarray(f[r0 : r0 + 65536], dtype=np.float32), axis=1)
             if np.any(np.abs(norms - 1.0) > NORM_TOLERANCE):
-                report.problems.append(f"{name}: rows not unit-norm near row {r0 + int(np.argmax(np.abs(norms - 1)))}")
+                report.problems.append(
+                    f"{name}: rows not unit-norm near row {r0 + int(np.argmax(np.abs(norms - 1)))}"
+                )
                 break
     if model_dir is None or pool_path is None or warmup_dir is None:
         return report
     if sha256_file(pool_path) != m["pool"]["sha256"]:
         raise IntegrityError(f"{pool_path} is not the pool this datastore was built from")
-    rows = np.sort(np.random.default_rng(seed).choice(store.n, size=min(sample, store.n), replace=False))
+    rows = np.sort(
+        np.random.default_rng(seed).choice(store.n, size=min(sample, store.n), replace=False)
+    )
     wanted = {ids[r]: r for r in rows}
     examples = {ex.id: ex for ex in iter_examples(pool_path) if ex.id in wanted}
     tokenizer = load_tokenizer(model_dir)
-    toks = [tokenize_example(tokenizer, examples[ids[r]], m["tokenization"]["max_length"]) for r in rows]
+    toks = [
+        tokenize_example(tokenizer, examples[ids[r]], m["tokenization"]["max_length"]) for r in rows
+    ]
     dev = resolve_device(device)
     model = load_lora_model(model_dir, LoraSettings.from_dict(m["lora"]), dev)
     grads = PerExampleGradients(model)
     projector = make_projector(ProjectionConfig.from_dict(m["projector"]), grads.layout)
     shapes = [p.module.weight.shape for p in grads.params]
-    by_name = {c.name: c for c in select_checkpoints(discover_checkpoints(warmup_dir), store.checkpoint_names)}
+    by_name = {
+        c.name: c
+        for c in select_checkpoints(discover_checkpoints(warmup_dir), store.checkpoint_names)
+    }
     batch = collate(toks, tokenizer.pad_token_id).to(dev)
     for rec in m["checkpoints"]:
         ckpt = by_name[rec["name"]]
@@ -89,10 +100,14 @@ def verify_datastore(
             continue
         load_adapter_weights(model, ckpt.path)
         adam = load_adam_state(ckpt.optimizer_state_path, list(grads.layout.names), shapes)
-        fresh = Featurizer(grads, projector, adam, AdamFeatureConfig.from_dict(m["features"]["adam"]))(batch)[0]
+        fresh = Featurizer(
+            grads, projector, adam, AdamFeatureConfig.from_dict(m["features"]["adam"])
+        )(batch)[0]
         stored = np.asarray(store.features(ckpt.name)[rows], dtype=np.float32)
         cos = (fresh.cpu().numpy() * stored).sum(axis=1)
         report.min_cosine[ckpt.name] = float(cos.min())
         if cos.min() < MIN_COSINE:
-            report.problems.append(f"{ckpt.name}: recomputed row {int(rows[np.argmin(cos)])} has cosine {cos.min():.4f}")
+            report.problems.append(
+                f"{ckpt.name}: recomputed row {int(rows[np.argmin(cos)])} has cosine {cos.min():.4f}"
+            )
     return report

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
+from indexer.model_io import load_base_model, load_tokenizer, resolve_device, save_json
 from less_core.config import LoraSettings, TokenizationConfig, WarmupConfig
 from less_core.data import TokenizedExample, collate, iter_examples, tokenize_example
 from less_core.errors import ConfigError, DataError
 from less_core.lora import attach_lora
-from indexer.model_io import load_base_model, load_tokenizer, resolve_device, save_json
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,11 @@ class _LogProgress(TrainerCallback):
         if logs and "loss" in logs:
             log.info(
                 "warmup step %d/%d epoch %.2f loss %.4f lr %.3g",
-                state.global_step, state.max_steps, state.epoch or 0.0, logs["loss"], logs.get("learning_rate", 0.0),
+                state.global_step,
+                state.max_steps,
+                state.epoch or 0.0,
+                logs["loss"],
+                logs.get("learning_rate", 0.0),
             )
 
 
@@ -67,12 +71,18 @@ def run_warmup(
         ``output_dir``, holding ``checkpoint-<step>/`` directories and ``warmup.json``.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
-    settings = {"lora": lora.to_dict(), "warmup": warmup.to_dict(), "tokenization": tokenization.to_dict()}
+    settings = {
+        "lora": lora.to_dict(),
+        "warmup": warmup.to_dict(),
+        "tokenization": tokenization.to_dict(),
+    }
     record = output_dir / "warmup.json"
     if record.is_file():
         previous = json.loads(record.read_text())
         if previous.get("settings") != settings:
-            raise ConfigError(f"{output_dir} holds a warmup with other settings; use a new directory")
+            raise ConfigError(
+                f"{output_dir} holds a warmup with other settings; use a new directory"
+            )
     tokenizer = load_tokenizer(model_dir)
     examples = list(iter_examples(pool_path))
     if not examples:
@@ -82,13 +92,30 @@ def run_warmup(
     items, skipped = [], []
     for ex_id in subset:
         tok = tokenize_example(tokenizer, by_id[ex_id], tokenization.max_length)
-        (items if tok.n_response_tokens > 0 else skipped).append(tok if tok.n_response_tokens else ex_id)
+        if tok.n_response_tokens > 0:
+            items.append(tok)
+        else:
+            skipped.append(ex_id)
     if not items:
         raise DataError("no warmup example keeps a response token after truncation")
     save_json(record, {"settings": settings, "subset_ids": subset, "skipped_truncated": skipped})
-    log.info("warmup on %d of %d pool examples (%d skipped: response truncated)", len(items), len(examples), len(skipped))
+    log.info(
+        "warmup on %d of %d pool examples (%d skipped: response truncated)",
+        len(items),
+        len(examples),
+        len(skipped),
+    )
 
-    train_lora(model_dir, items, output_dir, lora, warmup, tokenizer.pad_token_id, device=device, save_checkpoints=True)
+    train_lora(
+        model_dir,
+        items,
+        output_dir,
+        lora,
+        warmup,
+        tokenizer.pad_token_id,
+        device=device,
+        save_checkpoints=True,
+    )
     return output_dir
 
 
@@ -150,6 +177,8 @@ def train_lora(
         callbacks=[_LogProgress()],
     )
     trainer.remove_callback(PrinterCallback)  # progress goes through logging instead
-    resume = save_checkpoints and any(p.name.startswith("checkpoint-") for p in output_dir.iterdir())
+    resume = save_checkpoints and any(
+        p.name.startswith("checkpoint-") for p in output_dir.iterdir()
+    )
     trainer.train(resume_from_checkpoint=True if resume else None)
     return model.eval()

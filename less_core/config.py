@@ -28,7 +28,9 @@ def require(condition: bool, message: str) -> None:
 @dataclass(frozen=True)
 class _Config:
     def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
@@ -46,7 +48,9 @@ class LoraSettings(_Config):
 
     rank: int = field(default=128, metadata={"help": "LoRA rank r"})
     alpha: float = field(default=512.0, metadata={"help": "LoRA alpha; scaling is alpha / rank"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input during warmup"})
+    dropout: float = field(
+        default=0.1, metadata={"help": "dropout on the LoRA input during warmup"}
+    )
     target_modules: tuple[str, ...] = field(
         default=("q_proj", "k_proj", "v_proj", "o_proj"),
         metadata={"help": "names of the linear layers that get adapters"},
@@ -68,7 +72,9 @@ class LoraSettings(_Config):
 class TokenizationConfig(_Config):
     """How examples become token ids and loss masks."""
 
-    max_length: int = field(default=2048, metadata={"help": "truncate sequences to this many tokens"})
+    max_length: int = field(
+        default=2048, metadata={"help": "truncate sequences to this many tokens"}
+    )
 
     def __post_init__(self) -> None:
         require(self.max_length >= 2, f"max_length must be >= 2, got {self.max_length}")
@@ -90,11 +96,15 @@ class WarmupConfig(_Config):
     bf16: bool = field(default=False, metadata={"help": "train in bf16 (GPU)"})
 
     def __post_init__(self) -> None:
-        require(0.0 < self.fraction <= 1.0, f"warmup fraction must be in (0, 1], got {self.fraction}")
+        require(
+            0.0 < self.fraction <= 1.0, f"warmup fraction must be in (0, 1], got {self.fraction}"
+        )
         require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         require(self.learning_rate > 0, "learning_rate must be > 0")
         require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)")
-        require(self.batch_size >= 1 and self.gradient_accumulation >= 1, "batch sizes must be >= 1")
+        require(
+            self.batch_size >= 1 and self.gradient_accumulation >= 1, "batch sizes must be >= 1"
+        )
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,8 @@ class ProjectionConfig(_Config):
     """Random projection Π (P x d). The matrix is a pure function of (seed, kind, P, d)."""
 
     kind: ProjectorKind = field(
-        default="rademacher", metadata={"help": "rademacher (dense ±1, LESS/TRAK) or sjlt (sparse JL)"}
+        default="rademacher",
+        metadata={"help": "rademacher (dense ±1, LESS/TRAK) or sjlt (sparse JL)"},
     )
     dim: int = field(default=8192, metadata={"help": "projected dimension P"})
     seed: int = field(default=0, metadata={"help": "projector seed; stored in the manifest"})
@@ -116,7 +127,9 @@ class ProjectionConfig(_Config):
     sjlt_nnz: int = field(default=4, metadata={"help": "non-zeros per input coordinate (sjlt)"})
     dense_cache_mb: int = field(
         default=1024,
-        metadata={"help": "memory for keeping generated dense blocks; beyond it they are regenerated"},
+        metadata={
+            "help": "memory for keeping generated dense blocks; beyond it they are regenerated"
+        },
     )
 
     def __post_init__(self) -> None:
@@ -139,7 +152,8 @@ class AdamFeatureConfig(_Config):
     """
 
     eps_placement: EpsPlacement = field(
-        default="inside", metadata={"help": "inside: m/sqrt(v+eps) (LESS); outside: m/(sqrt(v)+eps)"}
+        default="inside",
+        metadata={"help": "inside: m/sqrt(v+eps) (LESS); outside: m/(sqrt(v)+eps)"},
     )
     bias_correction: bool = field(default=False, metadata={"help": "apply Adam bias correction"})
     betas: tuple[float, float] | None = field(
@@ -188,12 +202,17 @@ class SelectionConfig(_Config):
     )
 
     def __post_init__(self) -> None:
-        require(not (self.k is not None and self.fraction is not None), "give k or fraction, not both")
+        require(
+            not (self.k is not None and self.fraction is not None), "give k or fraction, not both"
+        )
         if self.k is not None:
             require(self.k >= 1, f"k must be >= 1, got {self.k}")
         if self.fraction is not None:
             require(0.0 < self.fraction <= 1.0, f"fraction must be in (0, 1], got {self.fraction}")
-        require(self.aggregate in ("max", "mean"), f"aggregate must be max or mean, got {self.aggregate!r}")
+        require(
+            self.aggregate in ("max", "mean"),
+            f"aggregate must be max or mean, got {self.aggregate!r}",
+        )
 
     def resolve_k(self, n: int) -> int:
         """Number of examples to return from a pool of ``n`` (default 5 %)."""

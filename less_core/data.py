@@ -66,7 +66,11 @@ class Example:
         subtask = row.get("subtask")
         if subtask is not None and not isinstance(subtask, str):
             raise DataError("'subtask' must be a string")
-        meta = {k: v for k, v in row.items() if k not in ("id", "messages", "prompt", "completion", "subtask")}
+        meta = {
+            k: v
+            for k, v in row.items()
+            if k not in ("id", "messages", "prompt", "completion", "subtask")
+        }
         messages = row.get("messages")
         if messages is not None:
             if "prompt" in row or "completion" in row:
@@ -85,7 +89,11 @@ def _check_messages(messages: Any) -> tuple[dict[str, str], ...]:
         raise DataError("'messages' must be a non-empty list")
     out = []
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+        if (
+            not isinstance(m, dict)
+            or m.get("role") not in ROLES
+            or not isinstance(m.get("content"), str)
+        ):
             raise DataError(f"messages[{i}] must be {{'role': one of {ROLES}, 'content': str}}")
         out.append({"role": m["role"], "content": m["content"]})
     if not any(m["role"] == "assistant" and m["content"].strip() for m in out):
@@ -188,7 +196,9 @@ def tokenize_example(tokenizer: Any, example: Example, max_length: int) -> Token
             start = len(_encode(tokenizer, _render(tokenizer, example.messages[:i], True)))
             end_ids = _encode(tokenizer, _render(tokenizer, example.messages[: i + 1], False))
             if end_ids != ids[: len(end_ids)] or start > len(end_ids):
-                raise DataError(f"example {example.id!r}: chat template does not render prefixes consistently")
+                raise DataError(
+                    f"example {example.id!r}: chat template does not render prefixes consistently"
+                )
             labels[start : len(end_ids)] = ids[start : len(end_ids)]
     return TokenizedExample(ids[:max_length], labels[:max_length])
 
@@ -202,7 +212,9 @@ class Batch:
     labels: torch.Tensor
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
+        return Batch(
+            self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device)
+        )
 
 
 def collate(examples: Sequence[TokenizedExample], pad_token_id: int) -> Batch:

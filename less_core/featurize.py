@@ -57,7 +57,11 @@ class Featurizer:
         if self._moments is not None:
             blocks = [
                 adam_normalize(
-                    g, m, v, self._betas, self._eps,
+                    g,
+                    m,
+                    v,
+                    self._betas,
+                    self._eps,
                     eps_placement=self.adam_config.eps_placement,
                     bias_correction_step=self._step,
                 )

@@ -45,7 +45,9 @@ def response_losses(model: nn.Module, batch: Batch) -> torch.Tensor:
     logits = base.get_output_embeddings()(hidden[rows, cols])  # (n_tokens, V)
     token_loss = F.cross_entropy(logits.float(), targets[rows, cols], reduction="none")
     n = batch.input_ids.shape[0]
-    sums = torch.zeros(n, dtype=torch.float32, device=token_loss.device).index_add_(0, rows, token_loss)
+    sums = torch.zeros(n, dtype=torch.float32, device=token_loss.device).index_add_(
+        0, rows, token_loss
+    )
     counts = torch.bincount(rows, minlength=n).to(sums.dtype)
     return sums / counts
 
@@ -78,7 +80,9 @@ def lora_parameters(model: nn.Module) -> list[_LoraParam]:
 def lora_layout(model: nn.Module) -> ModuleLayout:
     """The gradient layout (names, numel) of the model's LoRA weights."""
     params = lora_parameters(model)
-    return ModuleLayout(tuple(p.name for p in params), tuple(p.module.weight.numel() for p in params))
+    return ModuleLayout(
+        tuple(p.name for p in params), tuple(p.module.weight.numel() for p in params)
+    )
 
 
 class PerExampleGradients:

@@ -92,7 +92,9 @@ def adam_state_from_state_dict(
             steps.add(int(torch.as_tensor(entry["step"]).item()))
     group = groups[0]
     betas = tuple(float(b) for b in group.get("betas", (0.9, 0.999)))
-    return AdamState(exp_avg, exp_avg_sq, betas, float(group.get("eps", 1e-8)), max(steps, default=None))
+    return AdamState(
+        exp_avg, exp_avg_sq, betas, float(group.get("eps", 1e-8)), max(steps, default=None)
+    )
 
 
 def find_optimizer_state_file(checkpoint_dir: Path) -> Path | None:
@@ -103,7 +105,9 @@ def find_optimizer_state_file(checkpoint_dir: Path) -> Path | None:
     return None
 
 
-def load_adam_state(path: Path, param_names: Sequence[str], param_shapes: Sequence[torch.Size]) -> AdamState:
+def load_adam_state(
+    path: Path, param_names: Sequence[str], param_shapes: Sequence[torch.Size]
+) -> AdamState:
     """Load ``optimizer.pt``/``optimizer.bin`` and map it onto the given parameters."""
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
     return adam_state_from_state_dict(state_dict, param_names, param_shapes)

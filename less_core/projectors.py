@@ -94,7 +94,12 @@ def rademacher_block_t(
 
 
 def sjlt_indices(
-    key: int, out_dim: int, nnz: int, col_start: int, col_end: int, device: torch.device | str = "cpu"
+    key: int,
+    out_dim: int,
+    nnz: int,
+    col_start: int,
+    col_end: int,
+    device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Row indices and signs of the sparse JL matrix for columns [col_start, col_end).
 
@@ -151,7 +156,9 @@ class Projector(ABC):
         else:
             n = len(layout.sizes)
             if config.dim < n:
-                raise ConfigError(f"per_module projection needs dim >= {n} modules, got {config.dim}")
+                raise ConfigError(
+                    f"per_module projection needs dim >= {n} modules, got {config.dim}"
+                )
             base, extra = divmod(config.dim, n)
             self._out_dims = tuple(base + (1 if i < extra else 0) for i in range(n))
             if config.kind == "sjlt" and any(d % config.sjlt_nnz for d in self._out_dims):

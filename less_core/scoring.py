@@ -28,7 +28,9 @@ def checkpoint_weights(learning_rates: Sequence[float]) -> np.ndarray:
     if lrs.ndim != 1 or lrs.size == 0:
         raise ConfigError("need at least one checkpoint learning rate")
     if np.any(lrs < 0) or not np.all(np.isfinite(lrs)) or lrs.sum() <= 0:
-        raise ConfigError(f"checkpoint learning rates must be finite, >= 0, not all 0: {lrs.tolist()}")
+        raise ConfigError(
+            f"checkpoint learning rates must be finite, >= 0, not all 0: {lrs.tolist()}"
+        )
     return lrs / lrs.sum()
 
 

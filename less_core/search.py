@@ -63,7 +63,9 @@ def _ordered_top(scores: torch.Tensor, rows: torch.Tensor, k: int) -> torch.Tens
     return by_row[torch.argsort(-scores[by_row].to(torch.float64), stable=True)][:k]
 
 
-def _rows_on(matrix: np.ndarray | torch.Tensor, r0: int, r1: int, device: torch.device | str) -> torch.Tensor:
+def _rows_on(
+    matrix: np.ndarray | torch.Tensor, r0: int, r1: int, device: torch.device | str
+) -> torch.Tensor:
     """Rows [r0, r1) as float32 on ``device``.
 
     Stored dtype travels to the device first and is widened there: half the bytes to move, and
@@ -114,7 +116,10 @@ def scan_select(
     # its own matmul. A separate matmul keeps a request's scores bit-identical whether it is
     # searched alone or batched with others (BLAS picks kernels, and so rounding, by shape).
     q_parts = [
-        [qs.queries[:, c * p : (c + 1) * p].T.to(device, torch.float32).contiguous() for c in range(n_ckpt)]
+        [
+            qs.queries[:, c * p : (c + 1) * p].T.to(device, torch.float32).contiguous()
+            for c in range(n_ckpt)
+        ]
         for qs in query_sets
     ]  # per set, per checkpoint: (P, S)
     best = [

@@ -54,12 +54,25 @@ def service_process(
     log_path = workdir / "service.log"
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "service", "--config", str(config_path), "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", log_level]
+    cmd = [
+        sys.executable,
+        "-m",
+        "service",
+        "--config",
+        str(config_path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        log_level,
+    ]
     log.info("starting the service on %s (log: %s)", base_url, log_path)
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(
-            cmd, stdout=log_file, stderr=subprocess.STDOUT,
+            cmd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             cwd=Path(__file__).resolve().parents[1],
         )
@@ -67,14 +80,18 @@ def service_process(
             deadline = time.monotonic() + ready_timeout_s
             while True:
                 if proc.poll() is not None:
-                    raise LessError(f"the service exited with status {proc.returncode}; see {log_path}")
+                    raise LessError(
+                        f"the service exited with status {proc.returncode}; see {log_path}"
+                    )
                 try:
                     if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
                         break
                 except httpx.TransportError:
                     pass  # not listening yet
                 if time.monotonic() > deadline:
-                    raise LessError(f"the service was not ready within {ready_timeout_s:.0f} s; see {log_path}")
+                    raise LessError(
+                        f"the service was not ready within {ready_timeout_s:.0f} s; see {log_path}"
+                    )
                 time.sleep(READY_POLL_S)
             yield base_url
         finally:

@@ -204,7 +204,9 @@ class Worker:
                     log.exception("progress hook failed")
 
         try:
-            results = engine.select_many([(item.examples, item.config) for item in items], gradients_done)
+            results = engine.select_many(
+                [(item.examples, item.config) for item in items], gradients_done
+            )
         except Exception as exc:  # unexpected: retry one by one so one request cannot fail the rest
             if len(items) == 1:
                 items[0].future.set_exception(exc)

@@ -1,22 +1,36 @@
 """Shared fixtures: marker skips, a tiny model, a synthetic pool, a real warmup and a built datastore."""
 
-import os
-
 import json
+import os
 import random
 from pathlib import Path
 
 import pytest
 import torch
 
-from less_core.config import BuildConfig, LoraSettings, ProjectionConfig, TokenizationConfig, WarmupConfig
+from less_core.config import (
+    BuildConfig,
+    LoraSettings,
+    ProjectionConfig,
+    TokenizationConfig,
+    WarmupConfig,
+)
 from tests.tiny_llm import save_tiny_llm
 
 TASKS = {
     "add": lambda r: (f"add {r.randint(0, 9)} and {r.randint(0, 9)}", f"{r.randint(0, 18)}"),
-    "rev": lambda r: ((w := "".join(r.choice("abcdef") for _ in range(5))) and f"reverse {w}", w[::-1]),
-    "upper": lambda r: ((w := "".join(r.choice("ghijk") for _ in range(4))) and f"shout {w}", w.upper() + "!"),
-    "count": lambda r: (f"count to {(n := r.randint(2, 6))}", " ".join(str(i) for i in range(1, n + 1))),
+    "rev": lambda r: (
+        (w := "".join(r.choice("abcdef") for _ in range(5))) and f"reverse {w}",
+        w[::-1],
+    ),
+    "upper": lambda r: (
+        (w := "".join(r.choice("ghijk") for _ in range(4))) and f"shout {w}",
+        w.upper() + "!",
+    ),
+    "count": lambda r: (
+        f"count to {(n := r.randint(2, 6))}",
+        " ".join(str(i) for i in range(1, n + 1)),
+    ),
 }
 
 
@@ -27,10 +41,25 @@ def make_rows(n_per_task: int, seed: int, prefix: str) -> list[dict]:
         for i in range(n_per_task):
             q, a = gen(r)
             if i % 3 == 0:
-                rows.append({"id": f"{prefix}{task}-{i}", "prompt": q + " = ", "completion": a, "task": task})
+                rows.append(
+                    {
+                        "id": f"{prefix}{task}-{i}",
+                        "prompt": q + " = ",
+                        "completion": a,
+                        "task": task,
+                    }
+                )
             else:
-                rows.append({"id": f"{prefix}{task}-{i}", "task": task,
-                             "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+                rows.append(
+                    {
+                        "id": f"{prefix}{task}-{i}",
+                        "task": task,
+                        "messages": [
+                            {"role": "user", "content": q},
+                            {"role": "assistant", "content": a},
+                        ],
+                    }
+                )
     return rows
 
 
@@ -40,7 +69,9 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 LORA = LoraSettings(rank=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj"))
-WARMUP = WarmupConfig(fraction=0.5, epochs=2, learning_rate=5e-3, batch_size=2, gradient_accumulation=2, seed=0)
+WARMUP = WarmupConfig(
+    fraction=0.5, epochs=2, learning_rate=5e-3, batch_size=2, gradient_accumulation=2, seed=0
+)
 TOKENS = TokenizationConfig(max_length=64)
 PROJ = ProjectionConfig(kind="rademacher", dim=256, seed=7)
 BUILD = BuildConfig(batch_size=8, feature_dtype="float32")
@@ -53,14 +84,18 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def pool_path(tmp_path_factory) -> Path:
-    return write_jsonl(tmp_path_factory.mktemp("data") / "pool.jsonl", make_rows(12, seed=1, prefix="p-"))
+    return write_jsonl(
+        tmp_path_factory.mktemp("data") / "pool.jsonl", make_rows(12, seed=1, prefix="p-")
+    )
 
 
 @pytest.fixture(scope="session")
 def warmup_dir(tmp_path_factory, tiny_model_dir, pool_path) -> Path:
     from indexer.warmup import run_warmup
 
-    return run_warmup(tiny_model_dir, pool_path, tmp_path_factory.mktemp("warmup") / "w", LORA, WARMUP, TOKENS)
+    return run_warmup(
+        tiny_model_dir, pool_path, tmp_path_factory.mktemp("warmup") / "w", LORA, WARMUP, TOKENS
+    )
 
 
 @pytest.fixture(scope="session")
@@ -68,11 +103,19 @@ def datastore_root(tmp_path_factory, tiny_model_dir, pool_path, warmup_dir) -> P
     from indexer.build import BuildRequest, build_datastore
 
     root = tmp_path_factory.mktemp("ds") / "tiny"
-    build_datastore(BuildRequest(tiny_model_dir, pool_path, warmup_dir, root, "tiny-llama",
-                                 projection=PROJ, build=BUILD, tokenization=TOKENS))
+    build_datastore(
+        BuildRequest(
+            tiny_model_dir,
+            pool_path,
+            warmup_dir,
+            root,
+            "tiny-llama",
+            projection=PROJ,
+            build=BUILD,
+            tokenization=TOKENS,
+        )
+    )
     return root
-
-
 
 
 def pytest_collection_modifyitems(config, items):

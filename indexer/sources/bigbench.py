@@ -135,8 +135,10 @@ def fetch_bigbench_sdist(
             sdist = kept
         else:
             downloaded = sdist = _download_sdist(
-                cache_dir, index_url or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL,
-                expected_sha256, keep=keep_sdist,
+                cache_dir,
+                index_url or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL,
+                expected_sha256,
+                keep=keep_sdist,
             )
     sdist_sha = sha256_file(sdist)
     if expected_sha256 is not None and sdist_sha != expected_sha256:
@@ -149,8 +151,12 @@ def fetch_bigbench_sdist(
             raise SourceError(f"{sdist} holds no bigbench/benchmark_tasks/**/task.json files")
         atomic_write_json(
             staged / TASKS_MARKER,
-            {"sdist": BIGBENCH_SDIST if downloaded else sdist.name, "sha256": sdist_sha,
-             "task_json_files": n_files, "bytes": n_bytes},
+            {
+                "sdist": BIGBENCH_SDIST if downloaded else sdist.name,
+                "sha256": sdist_sha,
+                "task_json_files": n_files,
+                "bytes": n_bytes,
+            },
         )
         publish_dir(staged, tasks_dir)
     except BaseException:
@@ -159,8 +165,13 @@ def fetch_bigbench_sdist(
     finally:
         if downloaded is not None and not keep_sdist:
             downloaded.unlink(missing_ok=True)
-    logger.info("extracted %d task.json files (%.0f MB) in %.1f s to %s",
-                n_files, n_bytes / 1e6, time.perf_counter() - started, tasks_dir)
+    logger.info(
+        "extracted %d task.json files (%.0f MB) in %.1f s to %s",
+        n_files,
+        n_bytes / 1e6,
+        time.perf_counter() - started,
+        tasks_dir,
+    )
     return tasks_dir
 
 
@@ -186,8 +197,9 @@ def _download_sdist(cache_dir: Path, index_url: str, pinned: str | None, *, keep
         if want is not None and got != want:
             tmp.unlink(missing_ok=True)
             raise IntegrityError(f"{BIGBENCH_SDIST}: sha256 {got} != {name} sha256 {want}")
-    logger.info("downloaded %.0f MB in %.1f s", tmp.stat().st_size / 1e6,
-                time.perf_counter() - started)
+    logger.info(
+        "downloaded %.0f MB in %.1f s", tmp.stat().st_size / 1e6, time.perf_counter() - started
+    )
     if target is None:
         return tmp
     os.replace(tmp, target)
@@ -211,8 +223,9 @@ def _resolve_on_index(index_url: str, project: str, filename: str) -> tuple[str,
         The absolute download URL and the index's sha256 for it (``None`` if it gives none).
     """
     page = index_url.rstrip("/") + f"/{project}/"
-    req = urllib.request.Request(page, headers={
-        "Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"})
+    req = urllib.request.Request(
+        page, headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             ctype = resp.headers.get("Content-Type", "")
@@ -244,9 +257,11 @@ def _task_json_relpath(member_name: str) -> PurePosixPath | None:
     parts = PurePosixPath(member_name).parts
     for i in range(1, len(parts)):
         if parts[i] == "benchmark_tasks" and parts[i - 1] == "bigbench":
-            rest = parts[i + 1:]
-            if 2 <= len(rest) <= 3 and rest[-1] == "task.json" and all(
-                _SAFE_PART.match(p) for p in rest
+            rest = parts[i + 1 :]
+            if (
+                2 <= len(rest) <= 3
+                and rest[-1] == "task.json"
+                and all(_SAFE_PART.match(p) for p in rest)
             ):
                 return PurePosixPath(*rest)
             return None
@@ -284,32 +299,58 @@ def _extract_task_jsons(sdist: Path, dest: Path) -> tuple[int, int]:
 class BigBenchConfig:
     """How to build the pool / target / eval splits. Same config and files → same bytes."""
 
-    pool_tasks: tuple[str, ...] | None = field(default=None, metadata={
-        "help": "non-target tasks mixed into the pool; None picks n_pool_tasks automatically "
-                "(deterministically from seed) among tasks with enough short, plain-text "
-                "examples"})
-    n_pool_tasks: int = field(default=24, metadata={
-        "help": "how many non-target tasks to auto-pick when pool_tasks is None"})
-    per_task_pool: int = field(default=40, metadata={
-        "help": "examples each task contributes to the pool (fewer if it has fewer)"})
-    target_tasks: tuple[str, ...] = field(default=DEFAULT_TARGET_TASKS, metadata={
-        "help": "tasks that get few-shot targets and held-out eval rows; their remaining "
-                "examples also feed the pool (per_task_pool of them)"})
-    n_targets_per_task: int = field(default=8, metadata={
-        "help": "target (few-shot query) examples per target task"})
-    n_eval_per_task: int = field(default=32, metadata={
-        "help": "held-out evaluation examples per target task"})
-    max_chars: int = field(default=1500, metadata={
-        "help": "drop examples whose user prompt + answer exceed this many characters"})
-    seed: int = field(default=0, metadata={
-        "help": "seed of every random choice (task pick, per-task sampling)"})
-    shuffle_choices: bool = field(default=True, metadata={
-        "help": "list multiple-choice options in an order hashed from the example id, not "
-                "file order (BIG-bench files often list the right answer first)"})
+    pool_tasks: tuple[str, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "non-target tasks mixed into the pool; None picks n_pool_tasks automatically "
+            "(deterministically from seed) among tasks with enough short, plain-text "
+            "examples"
+        },
+    )
+    n_pool_tasks: int = field(
+        default=24,
+        metadata={"help": "how many non-target tasks to auto-pick when pool_tasks is None"},
+    )
+    per_task_pool: int = field(
+        default=40,
+        metadata={"help": "examples each task contributes to the pool (fewer if it has fewer)"},
+    )
+    target_tasks: tuple[str, ...] = field(
+        default=DEFAULT_TARGET_TASKS,
+        metadata={
+            "help": "tasks that get few-shot targets and held-out eval rows; their remaining "
+            "examples also feed the pool (per_task_pool of them)"
+        },
+    )
+    n_targets_per_task: int = field(
+        default=8, metadata={"help": "target (few-shot query) examples per target task"}
+    )
+    n_eval_per_task: int = field(
+        default=32, metadata={"help": "held-out evaluation examples per target task"}
+    )
+    max_chars: int = field(
+        default=1500,
+        metadata={"help": "drop examples whose user prompt + answer exceed this many characters"},
+    )
+    seed: int = field(
+        default=0, metadata={"help": "seed of every random choice (task pick, per-task sampling)"}
+    )
+    shuffle_choices: bool = field(
+        default=True,
+        metadata={
+            "help": "list multiple-choice options in an order hashed from the example id, not "
+            "file order (BIG-bench files often list the right answer first)"
+        },
+    )
 
     def __post_init__(self) -> None:
-        for name in ("n_pool_tasks", "per_task_pool", "n_targets_per_task", "n_eval_per_task",
-                     "max_chars"):
+        for name in (
+            "n_pool_tasks",
+            "per_task_pool",
+            "n_targets_per_task",
+            "n_eval_per_task",
+            "max_chars",
+        ):
             low = 0 if name == "n_pool_tasks" else 1
             if getattr(self, name) < low:
                 raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
@@ -319,19 +360,24 @@ class BigBenchConfig:
             object.__setattr__(self, "pool_tasks", tuple(self.pool_tasks))
         if not self.target_tasks:
             raise ConfigError("target_tasks must name at least one task")
-        for label, names in (("target_tasks", self.target_tasks),
-                             ("pool_tasks", self.pool_tasks or ())):
+        for label, names in (
+            ("target_tasks", self.target_tasks),
+            ("pool_tasks", self.pool_tasks or ()),
+        ):
             if len(set(names)) != len(names):
                 raise ConfigError(f"{label} has duplicates: {list(names)}")
         overlap = sorted(set(self.target_tasks) & set(self.pool_tasks or ()))
         if overlap:
-            raise ConfigError(f"pool_tasks must not repeat target tasks (they join the pool "
-                              f"automatically): {overlap}")
+            raise ConfigError(
+                f"pool_tasks must not repeat target tasks (they join the pool "
+                f"automatically): {overlap}"
+            )
 
     def to_json(self) -> dict[str, Any]:
         """The config as plain JSON types (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
 
 @dataclass(frozen=True)
@@ -350,10 +396,14 @@ class Example:
 
     def row(self, *, subtask: bool = False) -> dict[str, Any]:
         """The JSONL row; ``subtask=True`` adds ``"subtask": task`` (target / eval files)."""
-        row: dict[str, Any] = {"id": self.id, "task": self.task, "messages": [
-            {"role": "user", "content": self.user},
-            {"role": "assistant", "content": self.answer},
-        ]}
+        row: dict[str, Any] = {
+            "id": self.id,
+            "task": self.task,
+            "messages": [
+                {"role": "user", "content": self.user},
+                {"role": "assistant", "content": self.answer},
+            ],
+        }
         if subtask:
             row["subtask"] = self.task
         return row
@@ -398,8 +448,10 @@ def _answer_and_choices(raw: dict[str, Any]) -> tuple[str, list[str] | None]:
     if scores is not None:
         if not isinstance(scores, dict) or not scores:
             raise _BadExample("target_scores is not a non-empty object")
-        if not all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
-                   for k, v in scores.items()):
+        if not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+            for k, v in scores.items()
+        ):
             raise _BadExample("target_scores must map strings to numbers")
         best = max(scores.values())
         answer = next(k for k, v in scores.items() if v == best)  # ties: first
@@ -452,8 +504,11 @@ def _format_example(
 
 def _task_files(task_dir: Path) -> list[tuple[str, Path]]:
     files = [("", task_dir / "task.json")] if (task_dir / "task.json").is_file() else []
-    files += [(sub.name, sub / "task.json") for sub in sorted(task_dir.iterdir())
-              if sub.is_dir() and (sub / "task.json").is_file()]
+    files += [
+        (sub.name, sub / "task.json")
+        for sub in sorted(task_dir.iterdir())
+        if sub.is_dir() and (sub / "task.json").is_file()
+    ]
     return files
 
 
@@ -487,8 +542,7 @@ def load_task(
     files = _task_files(task_dir)
     if not files:
         raise DataError(f"{name}: no task.json (generated by code, or not a task)")
-    data = TaskData(name=name, keywords=(), subtasks=tuple(s for s, _ in files if s),
-                    examples=[])
+    data = TaskData(name=name, keywords=(), subtasks=tuple(s for s, _ in files if s), examples=[])
     seen: set[str] = set()
     for sub, path in files:
         try:
@@ -522,8 +576,13 @@ def load_task(
                 continue
             data.examples.append(Example(name, n, user, answer, mc))
     if data.n_malformed:
-        logger.warning("%s: skipped %d malformed example(s) of %d (first: %s)",
-                       name, data.n_malformed, data.n_raw, data.first_problem)
+        logger.warning(
+            "%s: skipped %d malformed example(s) of %d (first: %s)",
+            name,
+            data.n_malformed,
+            data.n_raw,
+            data.first_problem,
+        )
     return data
 
 
@@ -556,12 +615,17 @@ def _task_info(data: TaskData, config: BigBenchConfig) -> TaskInfo:
     else:
         reason = _plain_text_problem(usable)
     return TaskInfo(
-        name=data.name, n_raw=data.n_raw, n_usable=len(usable), n_malformed=data.n_malformed,
+        name=data.name,
+        n_raw=data.n_raw,
+        n_usable=len(usable),
+        n_malformed=data.n_malformed,
         subtasks=len(data.subtasks),
         multiple_choice=round(sum(e.multiple_choice for e in usable) / max(1, len(usable)), 3),
         median_chars=int(statistics.median(len(e.user) + len(e.answer) for e in usable))
-        if usable else 0,
-        eligible=not reason, reason=reason,
+        if usable
+        else 0,
+        eligible=not reason,
+        reason=reason,
     )
 
 
@@ -570,8 +634,9 @@ def list_task_dirs(tasks_dir: Path) -> list[Path]:
     tasks_dir = Path(tasks_dir)
     if not tasks_dir.is_dir():
         raise ConfigError(f"tasks directory {tasks_dir} does not exist (run the fetch first)")
-    return sorted(p for p in tasks_dir.iterdir()
-                  if p.is_dir() and not p.name.startswith((".", "_")))
+    return sorted(
+        p for p in tasks_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+    )
 
 
 def iter_tasks(
@@ -593,9 +658,16 @@ def iter_tasks(
             yield name, None, "no such task folder"
             continue
         try:
-            yield name, load_task(dirs[name], max_chars=config.max_chars,
-                                  shuffle_choices=config.shuffle_choices,
-                                  skip_keywords=skip_keywords), ""
+            yield (
+                name,
+                load_task(
+                    dirs[name],
+                    max_chars=config.max_chars,
+                    shuffle_choices=config.shuffle_choices,
+                    skip_keywords=skip_keywords,
+                ),
+                "",
+            )
         except DataError as exc:
             logger.warning("skipping task %s", exc)
             yield name, None, str(exc).split(": ", 1)[-1]
@@ -622,8 +694,9 @@ def load_tasks(
 def describe_tasks(tasks_dir: Path, config: BigBenchConfig | None = None) -> list[TaskInfo]:
     """Summarize every task: usable examples under ``config`` and whether it can be auto-picked."""
     config = config or BigBenchConfig()
-    return [_task_info(data, config) for _, data, _ in iter_tasks(tasks_dir, config)
-            if data is not None]
+    return [
+        _task_info(data, config) for _, data, _ in iter_tasks(tasks_dir, config) if data is not None
+    ]
 
 
 # --------------------------------------------------------------------------- splits
@@ -653,7 +726,7 @@ def _pool_share(data: TaskData, config: BigBenchConfig) -> list[Example]:
     """A non-target task's pool rows: ``per_task_pool`` examples drawn with (seed, task)."""
     examples = list(data.examples)
     _rng(config.seed, data.name).shuffle(examples)
-    return sorted(examples[:config.per_task_pool], key=lambda e: e.n)
+    return sorted(examples[: config.per_task_pool], key=lambda e: e.n)
 
 
 def _pick_pool_tasks(
@@ -673,8 +746,7 @@ def _pick_pool_tasks(
             shares[name], usable[name] = _pool_share(data, config), len(data.examples)
         return sorted(loaded), shares, usable
     others = [p.name for p in list_task_dirs(tasks_dir) if p.name not in config.target_tasks]
-    for name, data, why in iter_tasks(tasks_dir, config, others,
-                                      skip_keywords=EXCLUDED_KEYWORDS):
+    for name, data, why in iter_tasks(tasks_dir, config, others, skip_keywords=EXCLUDED_KEYWORDS):
         if data is None:
             skipped[name] = why
             continue
@@ -685,10 +757,14 @@ def _pick_pool_tasks(
             logger.debug("not auto-picking %s: %s", name, info.reason)
     eligible = sorted(shares)
     if len(eligible) < config.n_pool_tasks:
-        logger.warning("only %d eligible pool tasks (< n_pool_tasks %d); using all",
-                       len(eligible), config.n_pool_tasks)
-    picked = sorted(_rng(config.seed, "pool-tasks").sample(
-        eligible, min(config.n_pool_tasks, len(eligible))))
+        logger.warning(
+            "only %d eligible pool tasks (< n_pool_tasks %d); using all",
+            len(eligible),
+            config.n_pool_tasks,
+        )
+    picked = sorted(
+        _rng(config.seed, "pool-tasks").sample(eligible, min(config.n_pool_tasks, len(eligible)))
+    )
     logger.info("auto-picked %d pool tasks of %d eligible", len(picked), len(eligible))
     return picked, shares, usable
 
@@ -729,10 +805,15 @@ def _existing_build(out_dir: Path, request: dict[str, Any]) -> SplitsSummary | s
 
 def _summary_from_meta(out_dir: Path, meta: dict[str, Any], *, cached: bool) -> SplitsSummary:
     return SplitsSummary(
-        out_dir=out_dir, pool_tasks=tuple(meta["pool_tasks"]),
-        target_tasks=tuple(meta["target_tasks"]), counts=meta["counts"],
-        n_pool=meta["n_pool"], n_pool_without_targets=meta["n_pool_without_targets"],
-        files=meta["files"], skipped_tasks=meta["skipped_tasks"], cached=cached,
+        out_dir=out_dir,
+        pool_tasks=tuple(meta["pool_tasks"]),
+        target_tasks=tuple(meta["target_tasks"]),
+        counts=meta["counts"],
+        n_pool=meta["n_pool"],
+        n_pool_without_targets=meta["n_pool_without_targets"],
+        files=meta["files"],
+        skipped_tasks=meta["skipped_tasks"],
+        cached=cached,
     )
 
 
@@ -783,8 +864,10 @@ def build_bigbench_splits(
         logger.info("splits at %s are up to date", out_dir)
         return existing
     if existing == "other" and not force:
-        raise ConfigError(f"{out_dir} already holds something else (splits of another config, "
-                          f"or other files); pass force=True / --force to replace them")
+        raise ConfigError(
+            f"{out_dir} already holds something else (splits of another config, "
+            f"or other files); pass force=True / --force to replace them"
+        )
     started = time.perf_counter()
     skipped: dict[str, str] = {}
     targets, bad = load_tasks(tasks_dir, config, config.target_tasks)
@@ -802,21 +885,25 @@ def build_bigbench_splits(
         if len(examples) < need:
             raise ConfigError(
                 f"target task {name} has {len(examples)} usable examples under max_chars="
-                f"{config.max_chars}; needs n_targets_per_task + n_eval_per_task = {need}")
+                f"{config.max_chars}; needs n_targets_per_task + n_eval_per_task = {need}"
+            )
         _rng(config.seed, name).shuffle(examples)
         nt = config.n_targets_per_task
         target_rows[name] = sorted(examples[:nt], key=lambda e: e.n)
         eval_rows[name] = sorted(examples[nt:need], key=lambda e: e.n)
-        share = sorted(examples[need:need + config.per_task_pool], key=lambda e: e.n)
+        share = sorted(examples[need : need + config.per_task_pool], key=lambda e: e.n)
         if len(share) < config.per_task_pool:
             logger.warning("target task %s contributes only %d pool rows", name, len(share))
         pool_rows.extend(share)
-        counts[name] = {"usable": len(examples), "targets": nt,
-                        "eval": config.n_eval_per_task, "pool": len(share)}
+        counts[name] = {
+            "usable": len(examples),
+            "targets": nt,
+            "eval": config.n_eval_per_task,
+            "pool": len(share),
+        }
     for name in pool_names:
         pool_rows.extend(shares[name])
-        counts[name] = {"usable": usable[name], "targets": 0, "eval": 0,
-                        "pool": len(shares[name])}
+        counts[name] = {"usable": usable[name], "targets": 0, "eval": 0, "pool": len(shares[name])}
     pool_rows.sort(key=lambda e: (e.task, e.n))
     ids = [e.id for e in pool_rows]
     if len(set(ids)) != len(ids):  # pragma: no cover - guarded by construction
@@ -852,9 +939,14 @@ def build_bigbench_splits(
     except BaseException:
         discard_dir(staged)
         raise
-    logger.info("wrote %d pool rows from %d tasks (+%d targets) to %s in %.1f s",
-                len(pool_rows), len(pool_names), len(config.target_tasks), out_dir,
-                time.perf_counter() - started)
+    logger.info(
+        "wrote %d pool rows from %d tasks (+%d targets) to %s in %.1f s",
+        len(pool_rows),
+        len(pool_names),
+        len(config.target_tasks),
+        out_dir,
+        time.perf_counter() - started,
+    )
     return _summary_from_meta(out_dir, meta, cached=False)
 
 
@@ -871,60 +963,111 @@ def build_parser() -> argparse.ArgumentParser:
     helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(BigBenchConfig)}
     p = argparse.ArgumentParser(
         prog="python -m indexer.sources.bigbench",
-        description="Fetch the BIG-bench task files (once) and build pool/targets/eval splits.")
-    p.add_argument("--cache-dir", type=Path, required=True,
-                   help="cache root; task files go to <cache-dir>/bigbench_tasks")
+        description="Fetch the BIG-bench task files (once) and build pool/targets/eval splits.",
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        required=True,
+        help="cache root; task files go to <cache-dir>/bigbench_tasks",
+    )
     p.add_argument("--out", type=Path, help="output directory of the splits (omit to only fetch)")
     p.add_argument("--sdist", type=Path, help="local bigbench-1.0.0.tar.gz (no download)")
     p.add_argument("--index-url", help="simple-API package index (default $PIP_INDEX_URL or PyPI)")
     p.add_argument("--keep-sdist", action="store_true", help="keep the 358 MB tarball in the cache")
-    p.add_argument("--list-tasks", action="store_true",
-                   help="print every task's usable examples and eligibility, then exit")
-    p.add_argument("--target-tasks", type=_csv, default=defaults.target_tasks,
-                   help=f"comma-separated; {helps['target_tasks']} "
-                        f"(default {','.join(defaults.target_tasks)})")
+    p.add_argument(
+        "--list-tasks",
+        action="store_true",
+        help="print every task's usable examples and eligibility, then exit",
+    )
+    p.add_argument(
+        "--target-tasks",
+        type=_csv,
+        default=defaults.target_tasks,
+        help=f"comma-separated; {helps['target_tasks']} "
+        f"(default {','.join(defaults.target_tasks)})",
+    )
     p.add_argument("--pool-tasks", type=_csv, help=f"comma-separated; {helps['pool_tasks']}")
-    for name in ("n_pool_tasks", "per_task_pool", "n_targets_per_task", "n_eval_per_task",
-                 "max_chars", "seed"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name),
-                       help=f"{helps[name]} (default {getattr(defaults, name)})")
+    for name in (
+        "n_pool_tasks",
+        "per_task_pool",
+        "n_targets_per_task",
+        "n_eval_per_task",
+        "max_chars",
+        "seed",
+    ):
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int,
+            default=getattr(defaults, name),
+            help=f"{helps[name]} (default {getattr(defaults, name)})",
+        )
     p.add_argument("--no-shuffle-choices", action="store_true", help="list options in file order")
-    p.add_argument("--no-pool-without-targets", action="store_true",
-                   help="do not write pool_without_targets.jsonl")
-    p.add_argument("--force", action="store_true",
-                   help="replace splits in --out that were built from another config")
-    p.add_argument("--refetch", action="store_true",
-                   help="download and extract the task files again even if present")
+    p.add_argument(
+        "--no-pool-without-targets",
+        action="store_true",
+        help="do not write pool_without_targets.jsonl",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace splits in --out that were built from another config",
+    )
+    p.add_argument(
+        "--refetch",
+        action="store_true",
+        help="download and extract the task files again even if present",
+    )
     add_logging_args(p)
     return p
 
 
 def _run(args: argparse.Namespace) -> None:
-    tasks_dir = fetch_bigbench_sdist(args.cache_dir, force=args.refetch,
-                                     sdist=args.sdist, index_url=args.index_url,
-                                     keep_sdist=args.keep_sdist)
+    tasks_dir = fetch_bigbench_sdist(
+        args.cache_dir,
+        force=args.refetch,
+        sdist=args.sdist,
+        index_url=args.index_url,
+        keep_sdist=args.keep_sdist,
+    )
     config = BigBenchConfig(
-        pool_tasks=args.pool_tasks, n_pool_tasks=args.n_pool_tasks,
-        per_task_pool=args.per_task_pool, target_tasks=args.target_tasks,
-        n_targets_per_task=args.n_targets_per_task, n_eval_per_task=args.n_eval_per_task,
-        max_chars=args.max_chars, seed=args.seed, shuffle_choices=not args.no_shuffle_choices)
+        pool_tasks=args.pool_tasks,
+        n_pool_tasks=args.n_pool_tasks,
+        per_task_pool=args.per_task_pool,
+        target_tasks=args.target_tasks,
+        n_targets_per_task=args.n_targets_per_task,
+        n_eval_per_task=args.n_eval_per_task,
+        max_chars=args.max_chars,
+        seed=args.seed,
+        shuffle_choices=not args.no_shuffle_choices,
+    )
     if args.list_tasks:
-        print(f"{'task':45} {'raw':>6} {'usable':>6} {'bad':>4} {'subs':>4} {'mc':>5} "
-              f"{'median':>6}  eligible")
+        print(
+            f"{'task':45} {'raw':>6} {'usable':>6} {'bad':>4} {'subs':>4} {'mc':>5} "
+            f"{'median':>6}  eligible"
+        )
         for t in describe_tasks(tasks_dir, config):
-            print(f"{t.name:45} {t.n_raw:6d} {t.n_usable:6d} {t.n_malformed:4d} {t.subtasks:4d} "
-                  f"{t.multiple_choice:5.2f} {t.median_chars:6d}  "
-                  f"{'yes' if t.eligible else 'no: ' + t.reason}")
+            print(
+                f"{t.name:45} {t.n_raw:6d} {t.n_usable:6d} {t.n_malformed:4d} {t.subtasks:4d} "
+                f"{t.multiple_choice:5.2f} {t.median_chars:6d}  "
+                f"{'yes' if t.eligible else 'no: ' + t.reason}"
+            )
         return
     if args.out is None:
         print(f"task files at {tasks_dir}")
         return
     summary = build_bigbench_splits(
-        tasks_dir, args.out, config,
-        exclude_target_tasks_from_pool=not args.no_pool_without_targets, force=args.force)
+        tasks_dir,
+        args.out,
+        config,
+        exclude_target_tasks_from_pool=not args.no_pool_without_targets,
+        force=args.force,
+    )
     state = "up to date" if summary.cached else "written"
-    print(f"splits {state} at {summary.out_dir}: pool {summary.n_pool} rows from "
-          f"{len(summary.pool_tasks)} pool tasks + targets {', '.join(summary.target_tasks)}")
+    print(
+        f"splits {state} at {summary.out_dir}: pool {summary.n_pool} rows from "
+        f"{len(summary.pool_tasks)} pool tasks + targets {', '.join(summary.target_tasks)}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

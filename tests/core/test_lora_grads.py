@@ -10,7 +10,10 @@ from less_core.lora_grads import PerExampleGradients, lora_parameters, response_
 from tests.tiny_llm import tiny_llama, tiny_tokenizer
 
 EXAMPLES = [
-    {"id": "a", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]},
+    {
+        "id": "a",
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}],
+    },
     {"id": "b", "prompt": "Translate: chat -> ", "completion": "cat, a small animal"},
     {
         "id": "c",
@@ -30,8 +33,12 @@ EXAMPLES = [
 def setup():
     tok = tiny_tokenizer()
     torch.manual_seed(1)
-    model = attach_lora(tiny_llama(len(tok)), LoraSettings(rank=4, alpha=8, dropout=0.0,
-                                                           target_modules=("q_proj", "v_proj", "down_proj")))
+    model = attach_lora(
+        tiny_llama(len(tok)),
+        LoraSettings(
+            rank=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj", "down_proj")
+        ),
+    )
     # Fresh LoRA B is zero; make it non-zero so A's gradients are non-trivial too.
     with torch.no_grad():
         for p in model.parameters():

@@ -19,10 +19,28 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def build_args(model_dir, pool, warmup, out, batch_size=BUILD.batch_size, extra=()):
-    return ["build", "--model-dir", str(model_dir), "--pool", str(pool), "--warmup-dir", str(warmup),
-            "--out", str(out), "--proj-dim", str(PROJ.dim), "--proj-seed", str(PROJ.seed),
-            "--batch-size", str(batch_size), "--feature-dtype", "float32",
-            "--max-length", str(TOKENS.max_length), *extra]
+    return [
+        "build",
+        "--model-dir",
+        str(model_dir),
+        "--pool",
+        str(pool),
+        "--warmup-dir",
+        str(warmup),
+        "--out",
+        str(out),
+        "--proj-dim",
+        str(PROJ.dim),
+        "--proj-seed",
+        str(PROJ.seed),
+        "--batch-size",
+        str(batch_size),
+        "--feature-dtype",
+        "float32",
+        "--max-length",
+        str(TOKENS.max_length),
+        *extra,
+    ]
 
 
 def run_cli(args, capsys):
@@ -31,8 +49,12 @@ def run_cli(args, capsys):
     return code, out.out, out.err
 
 
-def test_cli_build_matches_library_build_and_info(tmp_path, tiny_model_dir, pool_path, warmup_dir, datastore_root, capsys):
-    code, out, _ = run_cli(build_args(tiny_model_dir, pool_path, warmup_dir, tmp_path / "ds"), capsys)
+def test_cli_build_matches_library_build_and_info(
+    tmp_path, tiny_model_dir, pool_path, warmup_dir, datastore_root, capsys
+):
+    code, out, _ = run_cli(
+        build_args(tiny_model_dir, pool_path, warmup_dir, tmp_path / "ds"), capsys
+    )
     assert code == 0
     ours, ref = Datastore.open(tmp_path / "ds"), Datastore.open(datastore_root)
     assert ours.version == ref.version  # same inputs and config -> same build key
@@ -45,8 +67,22 @@ def test_cli_build_matches_library_build_and_info(tmp_path, tiny_model_dir, pool
 
 
 def test_cli_verify_recomputes_rows(tiny_model_dir, pool_path, warmup_dir, datastore_root, capsys):
-    code, out, _ = run_cli(["verify", "--datastore", str(datastore_root), "--model-dir", str(tiny_model_dir),
-                            "--pool", str(pool_path), "--warmup-dir", str(warmup_dir), "--sample", "5"], capsys)
+    code, out, _ = run_cli(
+        [
+            "verify",
+            "--datastore",
+            str(datastore_root),
+            "--model-dir",
+            str(tiny_model_dir),
+            "--pool",
+            str(pool_path),
+            "--warmup-dir",
+            str(warmup_dir),
+            "--sample",
+            "5",
+        ],
+        capsys,
+    )
     report = json.loads(out)
     assert code == 0 and report["ok"], report
     assert min(report["min_cosine"].values()) > 0.9999
@@ -68,19 +104,53 @@ def test_cli_verify_detects_corruption(tmp_path, datastore_root, capsys):
     assert any("not unit-norm near row 3" in p for p in report["problems"])
 
 
-def test_cli_select_writes_ids_and_rows(tmp_path, tiny_model_dir, pool_path, datastore_root, capsys):
-    targets = write_jsonl(tmp_path / "t.jsonl", [{k: v for k, v in r.items() if k != "id"}
-                                                 for r in make_rows(2, seed=5, prefix="t-")[:2]])
+def test_cli_select_writes_ids_and_rows(
+    tmp_path, tiny_model_dir, pool_path, datastore_root, capsys
+):
+    targets = write_jsonl(
+        tmp_path / "t.jsonl",
+        [{k: v for k, v in r.items() if k != "id"} for r in make_rows(2, seed=5, prefix="t-")[:2]],
+    )
     out_ids = tmp_path / "sel.jsonl"
-    code, _, err = run_cli(["select", "--datastore", str(datastore_root), "--model-dir", str(tiny_model_dir),
-                            "--targets", str(targets), "--k", "4", "--out", str(out_ids)], capsys)
+    code, _, err = run_cli(
+        [
+            "select",
+            "--datastore",
+            str(datastore_root),
+            "--model-dir",
+            str(tiny_model_dir),
+            "--targets",
+            str(targets),
+            "--k",
+            "4",
+            "--out",
+            str(out_ids),
+        ],
+        capsys,
+    )
     assert code == 0, err
     rows = [json.loads(line) for line in out_ids.read_text().splitlines()]
     assert [r["rank"] for r in rows] == [1, 2, 3, 4]
     assert all(a["score"] >= b["score"] for a, b in zip(rows, rows[1:]))
     out_rows = tmp_path / "rows.jsonl"
-    code, _, _ = run_cli(["select", "--datastore", str(datastore_root), "--model-dir", str(tiny_model_dir),
-                          "--targets", str(targets), "--k", "4", "--out", str(out_rows), "--pool", str(pool_path)], capsys)
+    code, _, _ = run_cli(
+        [
+            "select",
+            "--datastore",
+            str(datastore_root),
+            "--model-dir",
+            str(tiny_model_dir),
+            "--targets",
+            str(targets),
+            "--k",
+            "4",
+            "--out",
+            str(out_rows),
+            "--pool",
+            str(pool_path),
+        ],
+        capsys,
+    )
     full = [json.loads(line) for line in out_rows.read_text().splitlines()]
     assert [r["id"] for r in full] == [r["id"] for r in rows] and all("task" in r for r in full)
 
@@ -88,9 +158,14 @@ def test_cli_select_writes_ids_and_rows(tmp_path, tiny_model_dir, pool_path, dat
 @pytest.mark.parametrize(
     "content, message",
     [
-        ('{"id": "a", "prompt": "x", "completion": "y"}\n{"id": "b", "prompt": \n', "pool.jsonl:2: malformed JSON"),
-        ('{"id": "a", "prompt": "x", "completion": "y"}\n{"id": "a", "prompt": "z", "completion": "w"}\n',
-         "pool.jsonl:2: duplicate id 'a'"),
+        (
+            '{"id": "a", "prompt": "x", "completion": "y"}\n{"id": "b", "prompt": \n',
+            "pool.jsonl:2: malformed JSON",
+        ),
+        (
+            '{"id": "a", "prompt": "x", "completion": "y"}\n{"id": "a", "prompt": "z", "completion": "w"}\n',
+            "pool.jsonl:2: duplicate id 'a'",
+        ),
         ('{"prompt": "x", "completion": "y"}\n', "pool.jsonl:1: missing 'id'"),
         ('{"id": "a", "prompt": "x", "completion": "  "}\n', "pool.jsonl:1: empty 'completion'"),
     ],
@@ -102,20 +177,51 @@ def test_cli_build_rejects_bad_pool(tmp_path, tiny_model_dir, warmup_dir, capsys
     assert code == 2 and message in err and "Traceback" not in err
 
 
-def test_cli_errors_unknown_checkpoint_empty_targets_missing_datastore(tmp_path, tiny_model_dir, pool_path,
-                                                                        warmup_dir, datastore_root, capsys):
-    code, _, err = run_cli(build_args(tiny_model_dir, pool_path, warmup_dir, tmp_path / "ds",
-                                      extra=["--checkpoints", "checkpoint-99"]), capsys)
+def test_cli_errors_unknown_checkpoint_empty_targets_missing_datastore(
+    tmp_path, tiny_model_dir, pool_path, warmup_dir, datastore_root, capsys
+):
+    code, _, err = run_cli(
+        build_args(
+            tiny_model_dir,
+            pool_path,
+            warmup_dir,
+            tmp_path / "ds",
+            extra=["--checkpoints", "checkpoint-99"],
+        ),
+        capsys,
+    )
     assert code == 2 and "checkpoint-99" in err
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
-    code, _, err = run_cli(["select", "--datastore", str(datastore_root), "--model-dir", str(tiny_model_dir),
-                            "--targets", str(empty), "--k", "1", "--out", str(tmp_path / "o")], capsys)
+    code, _, err = run_cli(
+        [
+            "select",
+            "--datastore",
+            str(datastore_root),
+            "--model-dir",
+            str(tiny_model_dir),
+            "--targets",
+            str(empty),
+            "--k",
+            "1",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert code == 2 and "no examples" in err
     code, _, err = run_cli(["info", "--datastore", str(tmp_path / "nope")], capsys)
     assert code == 2 and "no published datastore" in err
-    code, _, err = run_cli(build_args(tiny_model_dir, pool_path, warmup_dir, tmp_path / "ds",
-                                      extra=["--proj-kind", "sjlt", "--proj-dim", "250"]), capsys)
+    code, _, err = run_cli(
+        build_args(
+            tiny_model_dir,
+            pool_path,
+            warmup_dir,
+            tmp_path / "ds",
+            extra=["--proj-kind", "sjlt", "--proj-dim", "250"],
+        ),
+        capsys,
+    )
     assert code == 2 and "divisible" in err
 
 
@@ -125,7 +231,9 @@ def test_build_resumes_after_kill_with_identical_bytes(tmp_path, tiny_model_dir,
     args = build_args(tiny_model_dir, pool, warmup_dir, tmp_path / "killed", batch_size=1)
     env = {**os.environ, "PYTHONPATH": str(REPO), "LESS_FLUSH_INTERVAL_S": "0"}
     cmd = [sys.executable, "-m", "indexer.cli", *args]
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     progress = None
     deadline = time.monotonic() + 120
     try:
@@ -143,11 +251,23 @@ def test_build_resumes_after_kill_with_identical_bytes(tmp_path, tiny_model_dir,
     resumed = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming at batch" in resumed.stderr
-    clean = subprocess.run([sys.executable, "-m", "indexer.cli",
-                            *build_args(tiny_model_dir, pool, warmup_dir, tmp_path / "clean", batch_size=1)],
-                           env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    clean = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "indexer.cli",
+            *build_args(tiny_model_dir, pool, warmup_dir, tmp_path / "clean", batch_size=1),
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert clean.returncode == 0, clean.stderr
     a, b = Datastore.open(tmp_path / "killed"), Datastore.open(tmp_path / "clean")
     for name in a.checkpoint_names:
-        assert (a.path / "features" / f"{name}.npy").read_bytes() == (b.path / "features" / f"{name}.npy").read_bytes()
+        assert (a.path / "features" / f"{name}.npy").read_bytes() == (
+            b.path / "features" / f"{name}.npy"
+        ).read_bytes()
     assert a.verify_checksums() == [] and a.ids == b.ids

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import torch
 
+from indexer.checkpoints import discover_checkpoints
+from indexer.datastore import Datastore
+from indexer.model_io import load_adapter_weights, load_lora_model, load_tokenizer
 from less_core.config import LoraSettings, ProjectionConfig
 from less_core.data import Example, tokenize_example
 from less_core.lora_grads import lora_layout, lora_parameters
 from less_core.projectors import make_projector
-from indexer.checkpoints import discover_checkpoints
-from indexer.datastore import Datastore
-from indexer.model_io import load_adapter_weights, load_lora_model, load_tokenizer
 from tests.conftest import LORA, TOKENS
 
 
@@ -19,20 +19,26 @@ def test_checkpoints_and_lr_weights(warmup_dir):
     ckpts = discover_checkpoints(warmup_dir)
     assert [c.name for c in ckpts] == ["checkpoint-6", "checkpoint-12"]
     # eta_c is the mean of the lrs the trainer logged over the checkpoint's steps.
-    log = json.loads((warmup_dir / "checkpoint-12" / "trainer_state.json").read_text())["log_history"]
+    log = json.loads((warmup_dir / "checkpoint-12" / "trainer_state.json").read_text())[
+        "log_history"
+    ]
     lrs = {h["step"]: h["learning_rate"] for h in log if "learning_rate" in h}
     assert ckpts[0].lr == np.mean([lrs[s] for s in range(1, 7)])
     assert ckpts[1].lr == np.mean([lrs[s] for s in range(7, 13)])
     assert ckpts[0].lr > ckpts[1].lr > 0
 
 
-def test_adam_features_equal_hand_computed_formula(tiny_model_dir, pool_path, warmup_dir, datastore_root):
+def test_adam_features_equal_hand_computed_formula(
+    tiny_model_dir, pool_path, warmup_dir, datastore_root
+):
     """Row of the datastore == normalize(Π · m'/sqrt(v'+eps)) from the real optimizer.pt, by hand."""
     store = Datastore.open(datastore_root)
     tokenizer = load_tokenizer(tiny_model_dir)
     model = load_lora_model(tiny_model_dir, LORA, torch.device("cpu"))
     params = lora_parameters(model)
-    projector = make_projector(ProjectionConfig.from_dict(store.manifest["projector"]), lora_layout(model))
+    projector = make_projector(
+        ProjectionConfig.from_dict(store.manifest["projector"]), lora_layout(model)
+    )
     rows = {ex_id: i for i, ex_id in enumerate(store.ids)}
     pool = [json.loads(line) for line in pool_path.read_text().splitlines()]
     for ckpt in discover_checkpoints(warmup_dir):
@@ -46,7 +52,9 @@ def test_adam_features_equal_hand_computed_formula(tiny_model_dir, pool_path, wa
         for row in pool[:3] + pool[-2:]:
             tok = tokenize_example(tokenizer, Example.from_dict(row), TOKENS.max_length)
             model.zero_grad()
-            loss = model(input_ids=torch.tensor([tok.input_ids]), labels=torch.tensor([tok.labels])).loss
+            loss = model(
+                input_ids=torch.tensor([tok.input_ids]), labels=torch.tensor([tok.labels])
+            ).loss
             loss.backward()
             gammas = []
             for pid, p in enumerate(params):
@@ -77,7 +85,9 @@ def test_features_are_unit_norm_and_manifest_round_trips(datastore_root):
     assert store.verify_checksums() == []
 
 
-def test_accelerate_layout_checkpoints_index_identically(tmp_path, tiny_model_dir, pool_path, warmup_dir, datastore_root):
+def test_accelerate_layout_checkpoints_index_identically(
+    tmp_path, tiny_model_dir, pool_path, warmup_dir, datastore_root
+):
     """Checkpoints saved as accelerate does (optimizer.bin, no trainer log) give the same features;
     learning rates then come from the scheduler state and can be overridden."""
     import shutil
@@ -93,10 +103,22 @@ def test_accelerate_layout_checkpoints_index_identically(tmp_path, tiny_model_di
     ckpts = discover_checkpoints(copy, lr_overrides={"checkpoint-12": 1e-3})
     assert [c.lr_source for c in ckpts] == ["scheduler _last_lr", "override"]
     assert ckpts[1].lr == 1e-3 and ckpts[0].optimizer_state_path.name == "optimizer.bin"
-    out = build_datastore(BuildRequest(tiny_model_dir, pool_path, copy, tmp_path / "ds", "tiny-llama",
-                                       projection=PROJ, build=BUILD, tokenization=TOKENS,
-                                       lr_overrides={"checkpoint-12": 1e-3}))
+    out = build_datastore(
+        BuildRequest(
+            tiny_model_dir,
+            pool_path,
+            copy,
+            tmp_path / "ds",
+            "tiny-llama",
+            projection=PROJ,
+            build=BUILD,
+            tokenization=TOKENS,
+            lr_overrides={"checkpoint-12": 1e-3},
+        )
+    )
     ours, ref = Datastore.open(out.parent.parent), Datastore.open(datastore_root)
     for name in ref.checkpoint_names:
-        np.testing.assert_array_equal(np.asarray(ours.features(name)), np.asarray(ref.features(name)))
+        np.testing.assert_array_equal(
+            np.asarray(ours.features(name)), np.asarray(ref.features(name))
+        )
     assert [c["lr"] for c in ours.manifest["checkpoints"]][1] == 1e-3

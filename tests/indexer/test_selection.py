@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
+from indexer.datastore import Datastore
+from indexer.query import QueryEngine
 from less_core.config import SelectionConfig
 from less_core.data import Example
 from less_core.errors import CheckpointNotFoundError, ConfigError, DataError
-from indexer.datastore import Datastore
-from indexer.query import QueryEngine
 from tests.conftest import make_rows
 
 
@@ -46,7 +46,9 @@ def test_select_equals_brute_force(engine, k, checkpoints, aggregate):
     sel = engine.select(exs, SelectionConfig(k=k, checkpoints=checkpoints, aggregate=aggregate))
     names = list(checkpoints) if checkpoints else engine.store.checkpoint_names
     feats = engine.target_features([engine.tokenize_targets(exs)], names)[0]
-    order, agg, per_sub, subs = brute_force(engine.store, feats, [e.subtask for e in exs], names, aggregate)
+    order, agg, per_sub, subs = brute_force(
+        engine.store, feats, [e.subtask for e in exs], names, aggregate
+    )
     assert sel.rows == order[:k].tolist()
     np.testing.assert_allclose(sel.scores, agg[order[:k]], atol=1e-5)
     if aggregate == "max":
@@ -61,7 +63,10 @@ def test_fraction_default_and_batched_requests_match_single(engine):
     assert many[0].ids == engine.select(a, SelectionConfig()).ids
     assert many[1].ids == engine.select(b, SelectionConfig(k=5, aggregate="mean")).ids
     # deterministic: same request again, same answer
-    assert engine.select(b, SelectionConfig(k=5)).scores == engine.select(b, SelectionConfig(k=5)).scores
+    assert (
+        engine.select(b, SelectionConfig(k=5)).scores
+        == engine.select(b, SelectionConfig(k=5)).scores
+    )
 
 
 def test_task_targets_select_their_own_task_above_chance(engine):
@@ -86,8 +91,11 @@ def test_select_errors(engine):
 
 def test_a_request_gets_the_same_bits_alone_or_batched(engine):
     """Batching requests must not change any request's answer, down to the last bit."""
-    reqs = [(targets(("add",)), SelectionConfig(k=10)), (targets(("rev", "count")), SelectionConfig(k=48)),
-            (targets(), SelectionConfig(k=7, checkpoints=("checkpoint-6",)))]
+    reqs = [
+        (targets(("add",)), SelectionConfig(k=10)),
+        (targets(("rev", "count")), SelectionConfig(k=48)),
+        (targets(), SelectionConfig(k=7, checkpoints=("checkpoint-6",))),
+    ]
     batched = engine.select_many(reqs)
     for (exs, cfg), together in zip(reqs, batched):
         alone = engine.select(exs, cfg)
