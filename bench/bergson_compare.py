@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.featurize import synthetic_adam_state  # noqa: E402
+from bench.report import write_report  # noqa: E402
 from indexer.model_io import load_adapter_weights, load_lora_model, load_tokenizer  # noqa: E402
 from less_core.config import LoraSettings, ProjectionConfig  # noqa: E402
 from less_core.data import collate, iter_examples, read_examples, tokenize_example  # noqa: E402
@@ -584,20 +585,16 @@ def _run(ns, work: Path, env: dict) -> int:
             "precision": "ours >= bergson",
         },
     }
-    out = Path(ns.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(
-        json.dumps(
-            {
-                "throughput": throughput,
-                "speed_ratio": speed,
-                "mean_precision": mean_prec,
-                "precision": precision,
-                "sanity": sanity,
-            },
-            indent=2,
-        )
+    write_report(
+        report,
+        ns.out,
+        summary={
+            "throughput": throughput,
+            "speed_ratio": speed,
+            "mean_precision": mean_prec,
+            "precision": precision,
+            "sanity": sanity,
+        },
     )
     return 0
 

@@ -36,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import write_report  # noqa: E402
 from indexer.datastore import Datastore  # noqa: E402
 from indexer.model_io import load_base_model, load_tokenizer  # noqa: E402
 from indexer.query import QueryEngine  # noqa: E402
@@ -376,10 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     del model
         report["tasks"][task] = res
-        Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(ns.out).write_text(
-            json.dumps(report, indent=2) + "\n"
-        )  # partial results survive a kill
+        write_report(report, ns.out)  # partial results survive a kill
 
     first = read_examples(splits / "targets" / f"{tasks[0]}.jsonl", require_id=False)
     rng = random.Random(ns.seed)
@@ -393,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         ns.fidelity_pool,
     )
     report["wall_s"] = time.time() - t_start
-    Path(ns.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, ns.out)
     plot(report, Path(ns.out).with_suffix(".png"))
     print(
         json.dumps(

@@ -15,7 +15,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import random
@@ -28,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.reference_less import KeptDenseProjector, TrakBasicProjector, reference_featurize  # noqa: E402
+from bench.report import write_report  # noqa: E402
 from indexer.model_io import load_lora_model, load_tokenizer  # noqa: E402
 from less_core.config import LoraSettings, ProjectionConfig  # noqa: E402
 from less_core.data import collate, iter_examples, tokenize_example  # noqa: E402
@@ -217,17 +217,13 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": ratios,
         "bars": {"ours_over_floor_max": 1.5, "sjlt_goal": 1.3, "reference_over_ours_min": 10.0},
     }
-    out = Path(ns.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(
-        json.dumps(
-            {
-                "ratios": ratios,
-                "s_per_example": {k: v["s_per_example"] for k, v in results.items()},
-            },
-            indent=2,
-        )
+    write_report(
+        report,
+        ns.out,
+        summary={
+            "ratios": ratios,
+            "s_per_example": {k: v["s_per_example"] for k, v in results.items()},
+        },
     )
     return 0
 

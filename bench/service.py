@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import logging
 import os
 import platform
@@ -49,6 +48,7 @@ sys.path.insert(0, str(REPO))
 
 from peft import set_peft_model_state_dict  # noqa: E402
 
+from bench.report import write_report  # noqa: E402
 from client import AsyncLessClient, LessClient, load_targets_jsonl  # noqa: E402
 from client.schemas import TargetExample  # noqa: E402
 from indexer.datastore import Datastore  # noqa: E402
@@ -749,9 +749,6 @@ def main(argv: list[str] | None = None) -> int:
                 checks[f"{key}_3x_gpu"] = ratios[key] >= 3.0
     report.update({"ratios": ratios, "bars": bars, "checks": checks})
 
-    out = Path(ns.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
     summary = {
         "device": str(bench.device),
         "n": bench.store.n,
@@ -767,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
                 for sub, s in r.items():
                     if isinstance(s, dict) and "p50" in s:
                         summary["p50_ms"][f"{sec_name}/{key}/{sub}"] = s["p50"]
-    print(json.dumps(summary, indent=2))
+    write_report(report, ns.out, summary)
     return 0
 
 

@@ -43,6 +43,21 @@ def build_args(model_dir, pool, warmup, out, batch_size=BUILD.batch_size, extra=
     ]
 
 
+def select_args(datastore, model_dir, targets, out, *extra):
+    return [
+        "select",
+        "--datastore",
+        str(datastore),
+        "--model-dir",
+        str(model_dir),
+        "--targets",
+        str(targets),
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
 def run_cli(args, capsys):
     code = main(args)
     out = capsys.readouterr()
@@ -113,19 +128,7 @@ def test_cli_select_writes_ids_and_rows(
     )
     out_ids = tmp_path / "sel.jsonl"
     code, _, err = run_cli(
-        [
-            "select",
-            "--datastore",
-            str(datastore_root),
-            "--model-dir",
-            str(tiny_model_dir),
-            "--targets",
-            str(targets),
-            "--k",
-            "4",
-            "--out",
-            str(out_ids),
-        ],
+        select_args(datastore_root, tiny_model_dir, targets, str(out_ids), "--k", "4"),
         capsys,
     )
     assert code == 0, err
@@ -134,21 +137,16 @@ def test_cli_select_writes_ids_and_rows(
     assert all(a["score"] >= b["score"] for a, b in zip(rows, rows[1:]))
     out_rows = tmp_path / "rows.jsonl"
     code, _, _ = run_cli(
-        [
-            "select",
-            "--datastore",
-            str(datastore_root),
-            "--model-dir",
-            str(tiny_model_dir),
-            "--targets",
-            str(targets),
+        select_args(
+            datastore_root,
+            tiny_model_dir,
+            targets,
+            str(out_rows),
             "--k",
             "4",
-            "--out",
-            str(out_rows),
             "--pool",
             str(pool_path),
-        ],
+        ),
         capsys,
     )
     full = [json.loads(line) for line in out_rows.read_text().splitlines()]
@@ -194,19 +192,7 @@ def test_cli_errors_unknown_checkpoint_empty_targets_missing_datastore(
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     code, _, err = run_cli(
-        [
-            "select",
-            "--datastore",
-            str(datastore_root),
-            "--model-dir",
-            str(tiny_model_dir),
-            "--targets",
-            str(empty),
-            "--k",
-            "1",
-            "--out",
-            str(tmp_path / "o"),
-        ],
+        select_args(datastore_root, tiny_model_dir, empty, str(tmp_path / "o"), "--k", "1"),
         capsys,
     )
     assert code == 2 and "no examples" in err
