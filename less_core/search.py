@@ -19,6 +19,7 @@ from less_core.config import Aggregate
 from less_core.errors import ConfigError
 from less_core.scoring import aggregate_scores
 
+MIN_GEMM_COLUMNS = 16
 DEFAULT_BLOCK_ROWS = 8192  # a float32 block of P = 8192 columns is 256 MiB
 
 
@@ -112,31 +113,35 @@ def scan_select(
             raise ConfigError(f"queries must be (S, {n_ckpt * p}), got {tuple(qs.queries.shape)}")
         if not 1 <= qs.k <= n:
             raise ConfigError(f"k must be in [1, {n}], got {qs.k}")
-    # Each block of features is read and widened once for all query sets; each set then gets
-    # its own matmul. A separate matmul keeps a request's scores bit-identical whether it is
-    # searched alone or batched with others (BLAS picks kernels, and so rounding, by shape).
-    q_parts = [
-        [
-            qs.queries[:, c * p : (c + 1) * p].T.to(device, torch.float32).contiguous()
-            for c in range(n_ckpt)
-        ]
-        for qs in query_sets
-    ]  # per set, per checkpoint: (P, S)
+    # One matmul per block and checkpoint scores every query of every set: the block is read
+    # from memory once. BLAS switches to matrix-vector kernels (other rounding) below a few
+    # columns, so queries are zero-padded to MIN_GEMM_COLUMNS: then each column's result is
+    # bit-identical whatever the other columns are, and a request gets the same answer alone or
+    # batched (tests/indexer/test_selection.py checks this on the CPU BLAS).
+    all_q = torch.cat([qs.queries for qs in query_sets]).to(device, torch.float32)
+    spans, start = [], 0
+    for qs in query_sets:
+        spans.append((start, start + qs.queries.shape[0]))
+        start += qs.queries.shape[0]
+    if all_q.shape[0] < MIN_GEMM_COLUMNS:
+        all_q = torch.cat(
+            [all_q, all_q.new_zeros(MIN_GEMM_COLUMNS - all_q.shape[0], all_q.shape[1])]
+        )
+    q_parts = [all_q[:, c * p : (c + 1) * p].T.contiguous() for c in range(n_ckpt)]  # (P, Q)
     best = [
         (torch.empty(0), torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64))
         for _ in query_sets
     ]
     for r0 in range(0, n, block_rows):
         r1 = min(n, r0 + block_rows)
-        per_set: list[torch.Tensor | None] = [None] * len(query_sets)
+        block_scores = None
         for c in range(n_ckpt):
-            block = _rows_on(features[c], r0, r1, device)
-            for i, parts in enumerate(q_parts):
-                part = block @ parts[c]  # (rows, S)
-                per_set[i] = part if per_set[i] is None else per_set[i].add_(part)
+            part = _rows_on(features[c], r0, r1, device) @ q_parts[c]  # (rows, Q)
+            block_scores = part if block_scores is None else block_scores.add_(part)
+        block_scores = block_scores.cpu()
         rows = torch.arange(r0, r1, dtype=torch.int64)
-        for i, qs in enumerate(query_sets):
-            per_subtask = per_set[i].cpu()
+        for i, ((a, b), qs) in enumerate(zip(spans, query_sets)):
+            per_subtask = block_scores[:, a:b]
             agg = aggregate_scores(per_subtask, qs.aggregate)
             arg = per_subtask.argmax(dim=1)
             s_prev, r_prev, a_prev = best[i]

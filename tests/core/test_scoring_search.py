@@ -279,3 +279,16 @@ def test_scan_select_errors():
         scan_select([], [QuerySet(q, 3)])
     (res,) = scan_select(feats, [QuerySet(q, 10)])  # k = N is fine
     assert res.rows.tolist() == list(range(10))
+
+
+def test_scan_select_bits_do_not_depend_on_batching():
+    """A query set searched alone or among 40 others gets bit-identical scores (CPU BLAS)."""
+    gen = torch.Generator().manual_seed(3)
+    feats = [
+        torch.nn.functional.normalize(torch.randn(500, 64, generator=gen), dim=1) for _ in range(2)
+    ]
+    sets = [QuerySet(torch.randn(1 + i % 3, 128, generator=gen), k=20) for i in range(41)]
+    together = scan_select(feats, sets, block_rows=128)
+    for qs, res in zip(sets, together):
+        alone = scan_select(feats, [qs], block_rows=128)[0]
+        assert torch.equal(alone.scores, res.scores) and torch.equal(alone.rows, res.rows)
