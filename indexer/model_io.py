@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -95,7 +94,3 @@ def load_lora_model(
     """Base model wrapped with (not yet loaded) LoRA adapters of ``settings``, eval mode."""
     model = attach_lora(load_base_model(model_dir, device), settings)
     return model.eval()
-
-
-def save_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from indexer.model_io import load_base_model, load_tokenizer, resolve_device, save_json
+from indexer.fsutil import atomic_write_json
+from indexer.model_io import load_base_model, load_tokenizer, resolve_device
 from less_core.config import LoraSettings, TokenizationConfig, WarmupConfig
 from less_core.data import TokenizedExample, collate, iter_examples, tokenize_example
 from less_core.errors import ConfigError, DataError
@@ -98,7 +99,9 @@ def run_warmup(
             skipped.append(ex_id)
     if not items:
         raise DataError("no warmup example keeps a response token after truncation")
-    save_json(record, {"settings": settings, "subset_ids": subset, "skipped_truncated": skipped})
+    atomic_write_json(
+        record, {"settings": settings, "subset_ids": subset, "skipped_truncated": skipped}
+    )
     log.info(
         "warmup on %d of %d pool examples (%d skipped: response truncated)",
         len(items),
