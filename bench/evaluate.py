@@ -28,6 +28,7 @@ import logging
 import random
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -362,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
                     model = train_lora(
                         Path(ns.model_dir),
                         toks,
-                        Path("/tmp/less-eval-train"),
+                        Path(tempfile.mkdtemp(prefix="less-eval-train-")),
                         lora,
                         train_cfg,
                         tokenizer.pad_token_id,

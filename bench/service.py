@@ -457,7 +457,12 @@ class Bench:
             with LessClient(base_url, BENCH_KEY, timeout=HTTP_TIMEOUT_S, max_retries=0) as client:
                 result = self._http_measure(client, base_url)
         result["setup"]["service_ready_s"] = ready_s
-        result["setup"]["service_config"] = {k: v for k, v in settings.items() if k != "teams"}
+        # Record the paths as given, not resolved: reports must not carry machine paths.
+        recorded = {
+            k: v for k, v in settings.items() if k not in ("teams", "datastores", "jobs_dir")
+        }
+        recorded["datastores"] = {"bench": {"path": ns.datastore, "model_dir": ns.model_dir}}
+        result["setup"]["service_config"] = recorded
         return result
 
     def _service_env(self) -> dict[str, str]:
