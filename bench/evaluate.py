@@ -43,7 +43,7 @@ from indexer.model_io import load_base_model, load_tokenizer  # noqa: E402
 from indexer.query import QueryEngine  # noqa: E402
 from indexer.warmup import train_lora  # noqa: E402
 from less_core.config import LoraSettings, ProjectionConfig, SelectionConfig, WarmupConfig  # noqa: E402
-from less_core.data import Example, collate, read_examples, tokenize_example  # noqa: E402
+from less_core.data import Example, collate, iter_jsonl, read_examples, tokenize_example  # noqa: E402
 from less_core.lora_grads import response_losses  # noqa: E402
 from less_core.optimizer_state import load_adam_state  # noqa: E402
 from less_core.projectors import make_projector  # noqa: E402
@@ -266,10 +266,7 @@ def main(argv: list[str] | None = None) -> int:
 
     store = Datastore.open(ns.datastore)
     engine = QueryEngine(store, ns.model_dir, "cpu")
-    pool_by_id = {
-        json.loads(line)["id"]: json.loads(line)
-        for line in (splits / "pool.jsonl").read_text().splitlines()
-    }
+    pool_by_id = {row["id"]: row for _, row in iter_jsonl(splits / "pool.jsonl")}
     pool_rows = [pool_by_id[i] for i in store.ids]  # datastore row order
     pool_examples = [Example.from_dict(r) for r in pool_rows]
     row_task = np.array([r["task"] for r in pool_rows])

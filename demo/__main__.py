@@ -12,7 +12,6 @@ Every step is cached or resumable: a second run reuses everything.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -22,6 +21,7 @@ from client.io import load_targets_jsonl
 from demo.config import DemoConfig
 from demo.pipeline import prepare_all, running_service
 from indexer.cli_args import add_dataclass_args, dataclass_from_args
+from less_core.data import iter_jsonl
 from less_core.errors import LessError
 
 log = logging.getLogger("demo")
@@ -54,9 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = dataclass_from_args(DemoConfig, ns)
         paths = prepare_all(config)
-        pool = {
-            json.loads(line)["id"]: json.loads(line) for line in paths.pool.read_text().splitlines()
-        }
+        pool = {row["id"]: row for _, row in iter_jsonl(paths.pool)}
         targets = load_targets_jsonl(paths.targets)
         with running_service(paths, config) as (base_url, api_key):
             with LessClient(base_url=base_url, api_key=api_key, timeout=600) as less:

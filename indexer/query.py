@@ -153,10 +153,13 @@ class QueryEngine:
         (progress reporting for jobs).
         """
         t0 = time.perf_counter()
-        groups, needed = [], []
+        groups, request_weights, needed = [], [], []
         for examples, config in requests:
             groups.append(self.tokenize_targets(examples))
-            names, _ = self.store.weights(list(config.checkpoints) if config.checkpoints else None)
+            names, weights = self.store.weights(
+                list(config.checkpoints) if config.checkpoints else None
+            )
+            request_weights.append(dict(zip(names, weights)))
             needed.extend(n for n in names if n not in needed)
         needed = [n for n in self.store.checkpoint_names if n in needed]  # manifest order
         feats = self.target_features(groups, needed)
@@ -165,11 +168,7 @@ class QueryEngine:
             on_gradients()
 
         query_sets, subtask_names = [], []
-        for (examples, config), group_feats in zip(requests, feats):
-            names, weights = self.store.weights(
-                list(config.checkpoints) if config.checkpoints else None
-            )
-            w = dict(zip(names, weights))
+        for (examples, config), group_feats, w in zip(requests, feats, request_weights):
             labels = [ex.subtask or DEFAULT_SUBTASK for ex in examples]
             # Checkpoints a request leaves out get weight 0, so every query spans `needed`.
             subtasks, queries = subtask_queries(
