@@ -49,8 +49,8 @@ sys.path.insert(0, str(REPO))
 from peft import set_peft_model_state_dict  # noqa: E402
 
 from bench.report import write_report  # noqa: E402
-from client import AsyncLessClient, LessClient, load_targets_jsonl  # noqa: E402
-from client.schemas import TargetExample  # noqa: E402
+from less_client import AsyncLessClient, LessClient, load_targets_jsonl  # noqa: E402
+from less_wire import TargetExample  # noqa: E402
 from indexer.datastore import Datastore  # noqa: E402
 from indexer.query import QueryEngine  # noqa: E402
 from less_core.config import SelectionConfig  # noqa: E402

@@ -16,8 +16,8 @@ import logging
 import sys
 import time
 
-from client import LessClient
-from client.io import load_targets_jsonl
+from less_client import LessClient
+from less_wire import load_targets_jsonl
 from demo.config import DemoConfig
 from demo.pipeline import prepare_all, running_service
 from indexer.cli_args import add_dataclass_args, dataclass_from_args

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
+import less_core
 from service.errors import install_error_handlers
 from service.registry import EngineFactory, default_engine_factory
 from service.routes import api_router, health
@@ -39,7 +40,7 @@ def create_app(
 
     app = FastAPI(
         title="LESS gradient search service",
-        version="0.1.0",
+        version=less_core.__version__,
         summary="Select influential training data by LoRA gradient similarity (LESS).",
         lifespan=lifespan,
     )

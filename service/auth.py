@@ -95,7 +95,6 @@ class RateLimiter:
             retry_after = max(1, math.ceil(wait))
             raise ServiceError(
                 429,
-                "rate_limited",
                 f"rate limit of team {team.name!r} exceeded; retry in {retry_after} s",
                 retry_after=retry_after,
             )

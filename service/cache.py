@@ -6,7 +6,7 @@ import json
 import threading
 from collections import OrderedDict
 
-from client.schemas import SelectRequest, SelectResponse
+from less_wire import SelectRequest, SelectResponse
 
 
 def cache_key(datastore: str, version: str, request: SelectRequest) -> str:

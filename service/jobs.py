@@ -21,7 +21,14 @@ from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from client.schemas import ErrorBody, Job, SelectRequest
+from less_wire import (
+    ErrorBody,
+    ErrorCode,
+    Job,
+    SelectRequest,
+    code_for_status,
+    selection_records,
+)
 from less_core.errors import LessError
 from service.errors import ServiceError, less_error_status
 from service.registry import Registry
@@ -90,7 +97,7 @@ class JobStore:
                 "SELECT * FROM jobs WHERE id = ? AND team = ?", (job_id, team)
             ).fetchone()
         if row is None:
-            raise ServiceError(404, "not_found", f"job {job_id!r} not found")
+            raise ServiceError(404, f"job {job_id!r} not found")
         return _job(row)
 
     def update(self, job_id: str, **fields: object) -> None:
@@ -199,7 +206,7 @@ class JobRunner:
                 prepared,
                 on_gradients=lambda: self.store.update(job_id, progress=0.5),
                 block=True,
-                timeout=60.0,
+                timeout=self.selector.settings.job_submit_timeout_s,
             )
             while True:
                 try:
@@ -209,19 +216,21 @@ class JobRunner:
                     if self._stop.is_set():
                         return  # stays 'running'; the next start re-queues it
             selected = selected_examples(selection, request.return_scores)
-            self.store.write_result(job_id, (s.model_dump_json() for s in selected))
+            self.store.write_result(
+                job_id, (r.model_dump_json() for r in selection_records(selected))
+            )
         except ServiceError as exc:
             self._fail(job_id, exc.code, exc.message)
         except LessError as exc:
-            status, code = less_error_status(exc)
-            self._fail(job_id, code, str(exc) if status < 500 else "internal error")
+            status = less_error_status(exc)
+            self._fail(job_id, code_for_status(status), str(exc) if status < 500 else "internal error")
         except Exception:  # a job must end failed, never stay running forever
             log.exception("job %s failed", job_id)
-            self._fail(job_id, "internal", "internal error")
+            self._fail(job_id, ErrorCode.INTERNAL, "internal error")
         else:
             self.store.update(job_id, status="succeeded", progress=1.0, n_selected=len(selected))
             log.info("job %s on %s done: %d selected", job_id, datastore, len(selected))
 
-    def _fail(self, job_id: str, code: str, message: str) -> None:
-        self.store.update(job_id, status="failed", error_code=code, error_message=message)
+    def _fail(self, job_id: str, code: ErrorCode, message: str) -> None:
+        self.store.update(job_id, status="failed", error_code=code.value, error_message=message)
         log.info("job %s failed: %s %s", job_id, code, message)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from client.schemas import CheckpointInfo, DatastoreSummary, ProjectorInfo
+from less_wire import CheckpointInfo, DatastoreSummary, ProjectorInfo
 from indexer.datastore import Datastore
 from indexer.query import QueryEngine
 from less_core.errors import LessError
@@ -112,7 +112,7 @@ class Registry:
         """The opened datastore (404 if it does not exist or could not be opened)."""
         store = self._stores.get(name)
         if store is None:
-            raise ServiceError(404, "not_found", f"datastore {name!r} not found")
+            raise ServiceError(404, f"datastore {name!r} not found")
         return store
 
     def summary(self, name: str) -> DatastoreSummary:
@@ -125,7 +125,9 @@ class Registry:
             state = self._state.get(name, "unknown")
         if engine is None:
             raise ServiceError(
-                503, "overloaded", f"datastore {name!r} is not ready ({state})", retry_after=5
+                503,
+                f"datastore {name!r} is not ready ({state})",
+                retry_after=self.settings.retry_after_unavailable_s,
             )
         return engine
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from client.schemas import SelectedExample, SelectRequest, SelectResponse, Timings
+from less_wire import SelectedExample, SelectRequest, SelectResponse, Timings
 from indexer.query import Selection
 from less_core.config import SelectionConfig
 from less_core.data import Example
@@ -143,7 +143,6 @@ class Selector:
                 self.metrics.rejected.inc("timeout")
                 raise ServiceError(
                     504,
-                    "timeout",
                     f"selection took longer than {self.settings.request_timeout_s} s",
                 ) from None
             total = (time.perf_counter() - start) * 1000

@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from less_core.errors import ConfigError
+from less_wire import describe_validation_errors
 
 CONFIG_ENV = "LESS_CONFIG"
 JOBS_DB = "jobs.sqlite"
@@ -94,6 +95,15 @@ class ServiceSettings(BaseSettings):
     )
     queue_max: int = Field(default=256, ge=1, description="Pending requests before 503 overloaded.")
     request_timeout_s: float = Field(default=60.0, gt=0, description="A select's time limit (504).")
+    job_submit_timeout_s: float = Field(
+        default=60.0, gt=0, description="How long a job waits for room in the full queue."
+    )
+    retry_after_busy_s: int = Field(
+        default=1, ge=1, description="Retry-After of a 503 for a full queue (clears quickly)."
+    )
+    retry_after_unavailable_s: int = Field(
+        default=5, ge=1, description="Retry-After of a 503 while loading or shutting down."
+    )
     jobs_dir: Path | None = Field(
         default=None, description="SQLite + job results; default next to the first datastore."
     )
@@ -154,11 +164,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     try:
         return ServiceSettings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
-            + e["msg"].removeprefix("Value error, ")
-            for e in exc.errors()
-        )
+        problems = describe_validation_errors(exc.errors(), skip_locations=())
         raise ConfigError(f"invalid service settings: {problems}") from None
     finally:
         _config_file.reset(token)

@@ -110,7 +110,11 @@ class Worker:
         for item in pending:
             if item.future.set_running_or_notify_cancel():
                 item.future.set_exception(
-                    ServiceError(503, "overloaded", "service is shutting down", retry_after=5)
+                    ServiceError(
+                        503,
+                        "service is shutting down",
+                        retry_after=self.settings.retry_after_unavailable_s,
+                    )
                 )
 
     def submit(
@@ -127,9 +131,8 @@ class Worker:
             self.metrics.rejected.inc("queue_full")
             raise ServiceError(
                 503,
-                "overloaded",
                 f"{self.settings.queue_max} requests already queued; retry shortly",
-                retry_after=1,
+                retry_after=self.settings.retry_after_busy_s,
             ) from None
         return item.future
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from client.schemas import ErrorResponse, Job, SelectRequest
+from less_wire import ErrorResponse, Job, SelectRequest
 from service.deps import CurrentTeam, GrantedDatastore, JobStoreDep, SelectorDep, ServicesDep
 from service.errors import ServiceError
 
@@ -64,12 +64,10 @@ async def job_result(job_id: str, team: CurrentTeam, jobs: JobStoreDep) -> Strea
     """Streams a succeeded job's selection, one `SelectedExample` JSON per line, best first."""
     job = await asyncio.to_thread(jobs.get, job_id, team.name)
     if job.status != "succeeded":
-        raise ServiceError(
-            409, "conflict", f"job {job_id} is {job.status}; its result is not available"
-        )
+        raise ServiceError(409, f"job {job_id} is {job.status}; its result is not available")
     path = jobs.result_path(job_id)
     if not path.is_file():  # removed by hand: say so instead of failing mid-stream
-        raise ServiceError(404, "not_found", f"result file of job {job_id} is missing")
+        raise ServiceError(404, f"result file of job {job_id} is missing")
 
     def lines() -> Iterator[str]:
         with path.open(encoding="utf-8") as handle:

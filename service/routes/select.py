@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from client.schemas import ErrorResponse, SelectRequest, SelectResponse
+from less_wire import ErrorResponse, SelectRequest, SelectResponse
 from service.deps import CurrentTeam, GrantedDatastore, SelectorDep
 
 router = APIRouter(prefix="/datastores", tags=["select"])

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from client import AsyncLessClient, LessClient
+from less_client import AsyncLessClient, LessClient
 
 BASE_URL = "http://less.test"
 API_KEY = "sk-test-123"

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sdk_fakes import DATASTORE, SELECT_RESPONSE, FakeServer, error, job
 
-from client import LessClient, cli
+from less_client import LessClient, cli
 
 TARGETS = [
     {"id": "t1", "prompt": "2+2=", "completion": "4", "subtask": "math"},
@@ -58,7 +58,9 @@ def test_select_writes_ids(server, targets, tmp_path, capsys):
         "targets": TARGETS, "k": 2, "checkpoints": ["c1", "c2"], "aggregate": "mean",
         "return_scores": True,
     }
-    assert lines(out) == SELECT_RESPONSE["selected"]
+    assert lines(out) == [
+        {"rank": rank, **example} for rank, example in enumerate(SELECT_RESPONSE["selected"], 1)
+    ]
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == (
@@ -88,8 +90,8 @@ def test_select_with_pool_writes_rows(server, targets, tmp_path):
     assert cli.main(["--datastore", "pool-a", "--targets", str(targets), "--k", "2",
                      "--pool", str(pool), "--out", str(out)]) == 0
     assert lines(out) == [
-        {"id": "ex-7", "text": "row 7", "score": 0.91, "subtask": "arith"},
-        {"id": "ex-2", "text": "row 2", "score": 0.5, "subtask": None},
+        {"id": "ex-7", "text": "row 7", "rank": 1, "score": 0.91, "subtask": "arith"},
+        {"id": "ex-2", "text": "row 2", "rank": 2, "score": 0.5, "subtask": None},
     ]
 
 
@@ -111,7 +113,7 @@ def test_select_as_job_shows_progress(server, targets, tmp_path, capsys):
         "GET /v1/jobs/job-1",
         "GET /v1/jobs/job-1/result",
     ]
-    assert lines(out) == [{"id": "ex-9", "score": 2.5, "subtask": None}]
+    assert lines(out) == [{"rank": 1, "id": "ex-9", "score": 2.5, "subtask": None}]
     assert capsys.readouterr().err.splitlines() == [
         "job job-1 queued",
         "job job-1 running 50%",  # a repeated state is shown once
@@ -147,9 +149,9 @@ def test_datastores_as_json(server, capsys):
     assert json.loads(capsys.readouterr().out) == DATASTORE
 
 
-def test_server_error_is_one_line_and_exit_1(server, targets, capsys):
+def test_refused_request_is_one_line_and_exit_2(server, targets, capsys):
     server.replies.append(error(404, "not_found", "no datastore 'nope'"))
-    assert cli.main(["--datastore", "nope", "--targets", str(targets), "--k", "1"]) == 1
+    assert cli.main(["--datastore", "nope", "--targets", str(targets), "--k", "1"]) == 2
     captured = capsys.readouterr()
     assert captured.err == "less-select: error: 404 not_found: no datastore 'nope'\n"
     assert captured.out == ""
@@ -158,16 +160,16 @@ def test_server_error_is_one_line_and_exit_1(server, targets, capsys):
 def test_bad_targets_file_fails_before_any_request(server, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(TARGETS[0]) + "\n" + '{"prompt": "no completion"}\n')
-    assert cli.main(["--datastore", "pool-a", "--targets", str(bad), "--k", "1"]) == 1
+    assert cli.main(["--datastore", "pool-a", "--targets", str(bad), "--k", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"less-select: error: {bad}:2: invalid target example")
     assert err.count("\n") == 1
     assert server.requests == []
 
 
-def test_missing_targets_file_exits_1(server, tmp_path, capsys):
+def test_missing_targets_file_exits_2(server, tmp_path, capsys):
     missing = tmp_path / "nope.jsonl"
-    assert cli.main(["--datastore", "p", "--targets", str(missing), "--k", "1"]) == 1
+    assert cli.main(["--datastore", "p", "--targets", str(missing), "--k", "1"]) == 2
     assert "No such file or directory" in capsys.readouterr().err
 
 
@@ -185,13 +187,13 @@ def test_connection_failure_exits_1_after_retries(server, targets, capsys):
     assert "Traceback" not in err
 
 
-def test_missing_pool_id_exits_1_and_writes_nothing(server, targets, tmp_path, capsys):
+def test_missing_pool_id_exits_2_and_writes_nothing(server, targets, tmp_path, capsys):
     server.replies.append(httpx.Response(200, json=SELECT_RESPONSE))
     pool = tmp_path / "pool.jsonl"
     pool.write_text('{"id": "ex-7"}\n', encoding="utf-8")
     out = tmp_path / "rows.jsonl"
     assert cli.main(["--datastore", "p", "--targets", str(targets), "--k", "2",
-                     "--pool", str(pool), "--out", str(out)]) == 1
+                     "--pool", str(pool), "--out", str(out)]) == 2
     assert "not in the pool: 'ex-2'" in capsys.readouterr().err
     assert not out.exists()
 

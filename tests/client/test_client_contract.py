@@ -12,8 +12,8 @@ import asyncio
 import httpx
 import pytest
 
-from client import AsyncLessClient, SelectedExample, UnprocessableEntityError
-from client.schemas import SelectRequest, SelectResponse, Timings
+from less_client import AsyncLessClient, SelectedExample, UnprocessableEntityError
+from less_wire import SelectRequest, SelectResponse, Timings
 
 fastapi = pytest.importorskip("fastapi")
 

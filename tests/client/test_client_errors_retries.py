@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sdk_fakes import SELECT_RESPONSE, error
 
-from client import (
+from less_client import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
@@ -25,7 +25,7 @@ from client import (
     ServiceUnavailableError,
     UnprocessableEntityError,
 )
-from client._exceptions import make_status_error, parse_retry_after
+from less_client._exceptions import make_status_error, parse_retry_after
 
 TARGETS = [{"prompt": "2+2=", "completion": "4"}]
 OK = {"datastores": []}
@@ -255,7 +255,7 @@ def test_probes_are_not_retried(api):
 
 def test_retries_are_logged(api, caplog):
     h = api(error(503, "overloaded", "busy"), ok())
-    with caplog.at_level("INFO", logger="client"):
+    with caplog.at_level("INFO", logger="less_client"):
         h.list_datastores()
     assert "retrying GET /v1/datastores" in caplog.text
     assert "status 503" in caplog.text

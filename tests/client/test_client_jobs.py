@@ -6,7 +6,7 @@ import httpx
 import pytest
 from sdk_fakes import error, job
 
-from client import (
+from less_client import (
     APIResponseValidationError,
     ConflictError,
     Job,
@@ -14,7 +14,7 @@ from client import (
     JobTimeoutError,
     SelectedExample,
 )
-from client._base import JobWaiter
+from less_client._base import JobWaiter
 
 TARGETS = [{"prompt": "2+2=", "completion": "4", "subtask": "math"}]
 

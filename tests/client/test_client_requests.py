@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 from sdk_fakes import API_KEY, DATASTORE, SELECT_RESPONSE, job
 
-from client import (
+from less_client import (
     APIResponseValidationError,
     AsyncLessClient,
     DatastoreSummary,
@@ -17,7 +17,7 @@ from client import (
     SelectResponse,
     TargetExample,
 )
-from client._constants import DEFAULT_TIMEOUT, USER_AGENT
+from less_client._constants import DEFAULT_TIMEOUT, USER_AGENT
 
 CHAT = {
     "messages": [

@@ -7,7 +7,7 @@ import time
 
 from fastapi.testclient import TestClient
 
-from client.schemas import SelectRequest
+from less_wire import SelectRequest
 from service.app import create_app
 from service.jobs import JobStore
 from tests.service.conftest import TARGETS, auth, make_settings, wait_ready
@@ -44,7 +44,9 @@ def test_job_result_equals_select(client):
     selected = client.post("/v1/datastores/tiny/select", headers=auth("alpha"), json=body).json()[
         "selected"
     ]
-    assert result_lines(client, job["id"]) == selected
+    assert result_lines(client, job["id"]) == [
+        {"rank": rank, **example} for rank, example in enumerate(selected, 1)
+    ]
 
 
 def test_jobs_are_team_scoped(client):
@@ -85,7 +87,9 @@ def test_jobs_survive_a_restart(datastore_root, tiny_model_dir, tmp_path):
         select = client.post(
             "/v1/datastores/tiny/select", headers=auth("alpha"), json={"targets": TARGETS, "k": 5}
         )
-        assert result_lines(client, queued.id) == select.json()["selected"]
+        assert [
+            {k: v for k, v in line.items() if k != "rank"} for line in result_lines(client, queued.id)
+        ] == select.json()["selected"]
         assert len(result_lines(client, running.id)) == 4
 
 

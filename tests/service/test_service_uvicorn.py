@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from client import AsyncLessClient, AuthenticationError, LessClient, RateLimitError
+from less_client import AsyncLessClient, AuthenticationError, LessClient, RateLimitError
 from less_core.config import SelectionConfig
 from less_core.data import Example
 from service.launcher import service_process

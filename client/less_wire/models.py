@@ -1,7 +1,9 @@
-"""The HTTP API's wire contract, shared by the service and the SDK.
+"""Request and response models of the HTTP API, shared by the service and the SDK.
 
-The FastAPI service imports these models for its request bodies and `response_model`s, so this
+The FastAPI service uses these models for its request bodies and `response_model`s, so this
 module is the single source of truth for what goes over the wire. It depends on pydantic only.
+Targets are validated here, once: the service turns a parsed `TargetExample` into the library's
+example type without checking it again.
 
 Request models forbid unknown fields (a misspelt option is a 422, not silently ignored);
 response models ignore unknown fields so that an older SDK keeps working against a newer server.
@@ -19,7 +21,6 @@ __all__ = [
     "DatastoreList",
     "DatastoreSummary",
     "ErrorBody",
-    "ErrorCode",
     "ErrorResponse",
     "Job",
     "JobStatus",
@@ -28,24 +29,13 @@ __all__ = [
     "SelectRequest",
     "SelectResponse",
     "SelectedExample",
+    "SelectionRecord",
     "TargetExample",
     "Timings",
 ]
 
 DEFAULT_FRACTION = 0.05
 """Share of the pool selected when a request gives neither `k` nor `fraction` (the paper's 5 %)."""
-
-ErrorCode = Literal[
-    "unauthorized",  # 401
-    "not_found",  # 404
-    "invalid_request",  # 400, 422
-    "conflict",  # 409
-    "rate_limited",  # 429
-    "overloaded",  # 503
-    "timeout",  # 504
-    "internal",  # 500
-]
-"""The error codes the service puts in `ErrorBody.code`, with their HTTP status."""
 
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 
@@ -136,6 +126,19 @@ class SelectedExample(_Response):
     subtask: str | None
 
 
+class SelectionRecord(_Response):
+    """One line of a selection file (`less-index select`, `less-select`, a job's result).
+
+    A `SelectedExample` with its `rank` (1 for the best). Written with the pool row's fields as
+    well when a selection is joined against the pool.
+    """
+
+    rank: int = Field(ge=1)
+    id: str
+    score: float | None
+    subtask: str | None
+
+
 class Timings(_Response):
     """Where a selection request spent its time, in milliseconds."""
 
@@ -193,7 +196,10 @@ class DatastoreList(_Response):
 
 
 class ErrorBody(_Response):
-    """Machine-readable `code` (see `ErrorCode`) and a human-readable `message`."""
+    """Machine-readable `code` (an `ErrorCode` value) and a human-readable `message`.
+
+    `code` is a plain string so that an SDK keeps working when a newer server adds codes.
+    """
 
     code: str
     message: str

@@ -1,4 +1,8 @@
-"""The SDK's exceptions: one tree under `LessClientError`, one class per HTTP error status."""
+"""The SDK's exceptions: one tree under `LessClientError`, one class per HTTP error status.
+
+`InputFileError` (a malformed local targets or pool file) comes from `less_wire`, where the
+file formats live; it is a `ValueError`, raised before any request is sent.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,10 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
 import httpx
-from pydantic import ValidationError
+from less_wire import InputFileError, code_for_status
 
 if TYPE_CHECKING:
-    from .schemas import Job
+    from less_wire import Job
 
 __all__ = [
     "APIConnectionError",
@@ -31,7 +35,6 @@ __all__ = [
     "RateLimitError",
     "ServiceUnavailableError",
     "UnprocessableEntityError",
-    "describe_validation_error",
     "make_status_error",
     "parse_retry_after",
 ]
@@ -39,10 +42,6 @@ __all__ = [
 
 class LessClientError(Exception):
     """Base class of every error the SDK raises on purpose."""
-
-
-class InputFileError(LessClientError, ValueError):
-    """A local file the SDK reads (targets, pool JSONL) is malformed; the message names the line."""
 
 
 class APIConnectionError(LessClientError):
@@ -74,7 +73,7 @@ class APIStatusError(LessClientError):
     Attributes:
         status_code: The HTTP status.
         code: The service's error code (`"not_found"`, `"rate_limited"`, ...; see
-            `client.schemas.ErrorCode`), or one derived from the status when the body had none.
+            `less_wire.ErrorCode`), or one derived from the status when the body had none.
         message: The service's message, or the start of the raw body.
         response: The `httpx.Response`, body already read.
         retry_after: Seconds from the Retry-After header, or None when absent.
@@ -152,16 +151,6 @@ class JobTimeoutError(LessClientError, TimeoutError):
         self.job = job
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line naming each invalid field and why, e.g. "k: Input should be >= 1"."""
-    parts = []
-    for error in exc.errors():
-        location = ".".join(str(part) for part in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        parts.append(f"{location}: {message}" if location else message)
-    return "; ".join(parts)
-
-
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
@@ -171,20 +160,6 @@ _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
     422: UnprocessableEntityError,
     429: RateLimitError,
     503: ServiceUnavailableError,
-}
-
-# Used when a body carries no code of its own (a proxy's HTML page, a framework default).
-_DEFAULT_CODES = {
-    400: "invalid_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    409: "conflict",
-    422: "invalid_request",
-    429: "rate_limited",
-    500: "internal",
-    503: "overloaded",
-    504: "timeout",
 }
 
 _MAX_RAW_MESSAGE = 300
@@ -251,7 +226,7 @@ def make_status_error(response: httpx.Response) -> APIStatusError:
     cls = _STATUS_CLASSES.get(status, InternalServerError if status >= 500 else APIStatusError)
     return cls(
         status,
-        code or _DEFAULT_CODES.get(status, "internal" if status >= 500 else "http_error"),
+        code or code_for_status(status).value,
         message,
         response,
         parse_retry_after(response.headers),

@@ -1,12 +1,15 @@
 """Python SDK of the LESS selection service: typed sync and async clients, JSONL helpers, a CLI.
 
-    from client import LessClient, load_targets_jsonl
+    from less_client import LessClient, load_targets_jsonl
 
     with LessClient() as less:  # LESS_BASE_URL, LESS_API_KEY from the environment
         result = less.select("pool", load_targets_jsonl("targets.jsonl"), fraction=0.05)
 
-The wire models in `client.schemas` are the API's contract; the service imports them too.
+The wire models come from `less_wire` (shipped in the same distribution), the API's contract
+that the service imports too; they are re-exported here.
 """
+
+from importlib.metadata import version as _package_version
 
 from ._base import RetryPolicy, SelectOptions
 from ._client import AsyncLessClient, LessClient
@@ -25,7 +28,6 @@ from ._exceptions import (
     AuthenticationError,
     BadRequestError,
     ConflictError,
-    InputFileError,
     InternalServerError,
     JobFailedError,
     JobTimeoutError,
@@ -36,25 +38,30 @@ from ._exceptions import (
     ServiceUnavailableError,
     UnprocessableEntityError,
 )
-from .io import load_targets_jsonl, write_selected_ids, write_selected_rows
-from .schemas import (
+from less_wire import (
     CheckpointInfo,
     DatastoreList,
     DatastoreSummary,
     ErrorBody,
     ErrorResponse,
+    InputFileError,
     Job,
     JobStatus,
     Message,
     ProjectorInfo,
     SelectedExample,
+    SelectionRecord,
     SelectRequest,
     SelectResponse,
     TargetExample,
     Timings,
+    load_targets_jsonl,
+    read_selection,
+    write_selected_ids,
+    write_selected_rows,
 )
 
-__version__ = "0.1.0"
+__version__ = _package_version("less-client")
 
 __all__ = [
     "API_KEY_ENV",
@@ -93,11 +100,13 @@ __all__ = [
     "SelectRequest",
     "SelectResponse",
     "SelectedExample",
+    "SelectionRecord",
     "ServiceUnavailableError",
     "TargetExample",
     "Timings",
     "UnprocessableEntityError",
     "load_targets_jsonl",
+    "read_selection",
     "write_selected_ids",
     "write_selected_rows",
 ]

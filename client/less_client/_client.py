@@ -25,7 +25,7 @@ from ._base import (
     parse_result_line,
     transport_error,
 )
-from .schemas import (
+from less_wire import (
     DatastoreList,
     DatastoreSummary,
     Job,

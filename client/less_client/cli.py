@@ -5,8 +5,9 @@
     less-select datastores
 
 Selected IDs (or, with --pool, the selected pool rows) go to --out or stdout; progress and
-summaries go to stderr. Exit status: 0 success, 1 a failed request or a bad file, 2 bad
-command-line usage, 130 interrupted.
+summaries go to stderr. Exit status (`less_wire.exit_codes`, the same for every CLI of the
+project): 0 success; 2 bad usage, a bad file or a request the server refused (4xx); 1 anything
+else (server error, no connection); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -28,14 +29,25 @@ from ._constants import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
 )
-from ._exceptions import LessClientError, describe_validation_error
-from .io import load_targets_jsonl, write_selected_ids, write_selected_rows
-from .schemas import Job, SelectedExample
+from less_wire import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNEXPECTED,
+    EXIT_USAGE,
+    InputFileError,
+    Job,
+    SelectedExample,
+    describe_validation_errors,
+    load_targets_jsonl,
+    write_selected_ids,
+    write_selected_rows,
+)
+
+from ._exceptions import APIStatusError, LessClientError
 
 __all__ = ["main"]
 
 PROG = "less-select"
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 NumberT = TypeVar("NumberT", int, float)
 
 
@@ -57,14 +69,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         run: Callable[[argparse.Namespace], int] = args.run
         return run(args)
     except ValidationError as exc:
-        return _fail(describe_validation_error(exc))
-    except (LessClientError, OSError) as exc:
-        return _fail(str(exc))
+        return _fail(describe_validation_errors(exc.errors()), EXIT_USAGE)
+    except (InputFileError, OSError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except APIStatusError as exc:
+        return _fail(str(exc), EXIT_USAGE if exc.status_code < 500 else EXIT_UNEXPECTED)
+    except LessClientError as exc:
+        return _fail(str(exc), EXIT_UNEXPECTED)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)
 
 
-def _fail(message: str, status: int = EXIT_ERROR) -> int:
+def _fail(message: str, status: int) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return status
 

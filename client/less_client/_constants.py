@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 import httpx
 
 # A selection computes target gradients on the server's GPU (CPU fallback) before searching,
@@ -19,4 +21,4 @@ BASE_URL_ENV = "LESS_BASE_URL"
 API_KEY_ENV = "LESS_API_KEY"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 
-USER_AGENT = "less-client/0.1.0"
+USER_AGENT = f"less-client/{version('less-client')}"

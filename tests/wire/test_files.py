@@ -1,4 +1,4 @@
-"""Reading target JSONL files and writing selections, joined or not against the pool."""
+"""The shared file formats (less_wire.files): target JSONL in, selection JSONL out, joined or not."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from client import (
+from less_wire import (
     InputFileError,
     SelectedExample,
+    SelectionRecord,
     load_targets_jsonl,
+    read_selection,
     write_selected_ids,
     write_selected_rows,
 )
@@ -85,17 +87,27 @@ def test_write_selected_ids_as_jsonl(tmp_path):
     out = tmp_path / "selected.jsonl"
     assert write_selected_ids(iter(SELECTION), out) == 3
     assert read_jsonl(out) == [
-        {"id": "p4", "score": 0.9, "subtask": "math"},
-        {"id": "7", "score": 0.8, "subtask": None},
-        {"id": "p1", "score": 0.1, "subtask": "geo"},
+        {"rank": 1, "id": "p4", "score": 0.9, "subtask": "math"},
+        {"rank": 2, "id": "7", "score": 0.8, "subtask": None},
+        {"rank": 3, "id": "p1", "score": 0.1, "subtask": "geo"},
     ]
     assert [p.name for p in tmp_path.iterdir()] == ["selected.jsonl"]  # no temporary left
+    assert read_selection(out) == [
+        SelectionRecord(rank=i + 1, **e.model_dump()) for i, e in enumerate(SELECTION)
+    ]
+
+
+def test_read_selection_names_a_bad_line(tmp_path):
+    path = write_lines(tmp_path / "s.jsonl", '{"rank": 1, "id": "a", "score": 1, "subtask": null}',
+                       '{"rank": 0, "id": "b", "score": 1, "subtask": null}')
+    with pytest.raises(InputFileError, match=r"s.jsonl:2: not a selection record: rank"):
+        read_selection(path)
 
 
 def test_write_selected_ids_to_a_stream():
     stream = io.StringIO()
     write_selected_ids(SELECTION[:1], stream)
-    assert stream.getvalue() == '{"id":"p4","score":0.9,"subtask":"math"}\n'
+    assert stream.getvalue() == '{"rank":1,"id":"p4","score":0.9,"subtask":"math"}\n'
 
 
 @pytest.fixture
@@ -117,10 +129,10 @@ def test_write_selected_rows_joins_the_pool_in_selection_order(tmp_path, pool):
     assert write_selected_rows(SELECTION, pool, out) == 3
     assert read_jsonl(out) == [
         {"id": "p4", "messages": [{"role": "assistant", "content": "4"}], "task": "math",
-         "score": 0.9, "subtask": "math"},
-        {"id": 7, "messages": [], "task": "b", "score": 0.8, "subtask": None},
+         "rank": 1, "score": 0.9, "subtask": "math"},
+        {"id": 7, "messages": [], "task": "b", "rank": 2, "score": 0.8, "subtask": None},
         {"id": "p1", "messages": [{"role": "user", "content": "où?"}], "task": "geo",
-         "score": 0.1, "subtask": "geo"},
+         "rank": 3, "score": 0.1, "subtask": "geo"},
     ]
     assert "où?" in out.read_text(encoding="utf-8")  # kept as text, not \\u-escaped
 
@@ -164,7 +176,7 @@ def test_write_selected_rows_names_a_bad_pool_line(tmp_path, bad_line, reason):
 
 def test_write_selected_rows_keeps_only_selected_offsets(tmp_path, monkeypatch):
     """The index holds the selected ids only, not one entry per pool row."""
-    from client import io as client_io
+    from less_wire import files as client_io
 
     pool = write_lines(tmp_path / "pool.jsonl", *(json.dumps({"id": f"r{i}"}) for i in range(1000)))
     captured: dict = {}
@@ -179,4 +191,4 @@ def test_write_selected_rows_keeps_only_selected_offsets(tmp_path, monkeypatch):
     write_selected_rows([SelectedExample(id="r999", score=1.0, subtask=None)], pool, out)
     row_999_offset = sum(len(json.dumps({"id": f"r{i}"})) + 1 for i in range(999))
     assert captured == {"r999": row_999_offset}
-    assert json.loads(out.getvalue()) == {"id": "r999", "score": 1.0, "subtask": None}
+    assert json.loads(out.getvalue()) == {"id": "r999", "rank": 1, "score": 1.0, "subtask": None}

@@ -1,8 +1,9 @@
-"""Reading target examples from JSONL and writing selections to disk.
+"""The files users hand to and get from every surface: target JSONL in, selection JSONL out.
 
-Selections are written one JSON object per line, in rank order. Joining a selection against
-the training pool streams the pool file: only the byte offsets of the selected rows are kept
-in memory, never the pool itself.
+One format for all of them (`less-index select`, `less-select`, a job's result download): one
+`SelectionRecord` per line in rank order, `{"rank", "id", "score", "subtask"}`, or with the pool
+row's own fields too when joined against the pool. Joining streams the pool file: only the byte
+offsets of the selected rows are kept in memory, never the pool itself.
 """
 
 from __future__ import annotations
@@ -17,10 +18,17 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
-from ._exceptions import InputFileError, describe_validation_error
-from .schemas import SelectedExample, TargetExample
+from .errors import describe_validation_errors
+from .models import SelectedExample, SelectionRecord, TargetExample
 
-__all__ = ["load_targets_jsonl", "write_selected_ids", "write_selected_rows"]
+__all__ = [
+    "InputFileError",
+    "load_targets_jsonl",
+    "read_selection",
+    "selection_records",
+    "write_selected_ids",
+    "write_selected_rows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +37,11 @@ Output = PathLike | IO[str]
 """A file path (written atomically) or an open text stream such as `sys.stdout`."""
 
 _TARGET_FIELDS = frozenset(TargetExample.model_fields)
+
+
+class InputFileError(ValueError):
+    """A local file (targets, pool, selection JSONL) is malformed; the message names the line."""
+
 _MAX_MISSING_SHOWN = 5
 
 
@@ -63,7 +76,7 @@ def load_targets_jsonl(path: PathLike) -> list[TargetExample]:
                 targets.append(TargetExample.model_validate(known))
             except ValidationError as exc:
                 raise InputFileError(
-                    f"{path}:{lineno}: invalid target example: {describe_validation_error(exc)}"
+                    f"{path}:{lineno}: invalid target example: {describe_validation_errors(exc.errors())}"
                 ) from exc
     if not targets:
         raise InputFileError(f"{path}: no target examples")
@@ -72,8 +85,14 @@ def load_targets_jsonl(path: PathLike) -> list[TargetExample]:
     return targets
 
 
+def selection_records(selected: Iterable[SelectedExample]) -> Iterator[SelectionRecord]:
+    """The selection-file records of selected examples given in rank order."""
+    for rank, example in enumerate(selected, start=1):
+        yield SelectionRecord(rank=rank, id=example.id, score=example.score, subtask=example.subtask)
+
+
 def write_selected_ids(selected: Iterable[SelectedExample], out: Output) -> int:
-    """Writes a selection as JSONL lines `{"id": ..., "score": ..., "subtask": ...}`.
+    """Writes a selection as JSONL lines `{"rank", "id", "score", "subtask"}`.
 
     Args:
         selected: Selected examples in rank order (a list, or a job's result stream).
@@ -84,8 +103,8 @@ def write_selected_ids(selected: Iterable[SelectedExample], out: Output) -> int:
     """
     count = 0
     with _open_output(out) as stream:
-        for example in selected:
-            stream.write(example.model_dump_json() + "\n")
+        for record in selection_records(selected):
+            stream.write(record.model_dump_json() + "\n")
             count += 1
     return count
 
@@ -93,12 +112,12 @@ def write_selected_ids(selected: Iterable[SelectedExample], out: Output) -> int:
 def write_selected_rows(
     selected: Iterable[SelectedExample], pool_path: PathLike, out: Output
 ) -> int:
-    """Writes the pool rows of a selection, in rank order, with `score` and `subtask` added.
+    """Writes the pool rows of a selection, in rank order, with `rank`, `score`, `subtask` added.
 
     The pool is read twice and never held in memory: a first pass records the byte offset of
     each selected id's row, then the rows are read back by offset in selection order. Pool rows
     must be JSON objects with an `id` (a string, or an integer matched as its decimal string).
-    The `score` and `subtask` keys of a pool row, if any, are replaced by the selection's.
+    The `rank`, `score` and `subtask` keys of a pool row, if any, are replaced by the selection's.
 
     Args:
         selected: Selected examples in rank order.
@@ -112,7 +131,7 @@ def write_selected_rows(
         InputFileError: A selected id is not in the pool, is in it twice, or a pool line is
             malformed; nothing is written then.
     """
-    selection = list(selected)
+    selection = list(selection_records(selected))
     with open(pool_path, "rb") as pool:
         offsets = _index_rows(pool, pool_path, {example.id for example in selection})
         missing = [example.id for example in selection if example.id not in offsets]
@@ -128,10 +147,31 @@ def write_selected_rows(
             for example in selection:
                 pool.seek(offsets[example.id])
                 row = json.loads(pool.readline())
-                row["score"] = example.score
-                row["subtask"] = example.subtask
+                row.update(example.model_dump(include={"rank", "score", "subtask"}))
                 stream.write(json.dumps(row, ensure_ascii=False) + "\n")
     return len(selection)
+
+
+def read_selection(path: PathLike) -> list[SelectionRecord]:
+    """Reads a selection file written by `write_selected_ids` (or joined rows), in rank order.
+
+    Raises:
+        InputFileError: a line is not a selection record (the message names the line).
+    """
+    out: list[SelectionRecord] = []
+    with open(path, encoding="utf-8") as lines:
+        for lineno, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            row = _json_object(line, path, lineno)
+            try:
+                out.append(SelectionRecord.model_validate(row))
+            except ValidationError as exc:
+                raise InputFileError(
+                    f"{path}:{lineno}: not a selection record: "
+                    f"{describe_validation_errors(exc.errors())}"
+                ) from exc
+    return out
 
 
 def _index_rows(pool: IO[bytes], pool_path: PathLike, wanted: set[str]) -> dict[str, int]:

@@ -53,11 +53,10 @@ from ._exceptions import (
     APITimeoutError,
     JobFailedError,
     JobTimeoutError,
-    describe_validation_error,
     make_status_error,
     parse_retry_after,
 )
-from .schemas import Job, SelectedExample, SelectRequest, TargetExample
+from less_wire import Job, SelectedExample, SelectRequest, TargetExample, describe_validation_errors
 
 if TYPE_CHECKING:  # typing-only; the SDK needs nothing beyond httpx and pydantic at run time
     from typing_extensions import Unpack
@@ -321,7 +320,7 @@ def parse_model(model: type[ModelT], response: httpx.Response) -> ModelT:
     except ValidationError as exc:
         raise APIResponseValidationError(
             f"unexpected {model.__name__} from {response.request.url.path}: "
-            + describe_validation_error(exc),
+            + describe_validation_errors(exc.errors()),
             response=response,
         ) from exc
 
@@ -334,7 +333,7 @@ def parse_result_line(line: str, lineno: int, response: httpx.Response) -> Selec
         return SelectedExample.model_validate_json(line)
     except ValidationError as exc:
         raise APIResponseValidationError(
-            f"job result line {lineno} is not a selected example: {describe_validation_error(exc)}",
+            f"job result line {lineno} is not a selected example: {describe_validation_errors(exc.errors())}",
             response=response,
         ) from exc
 
