@@ -51,9 +51,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.featurize import synthetic_adam_state  # noqa: E402
 from bench.report import write_report  # noqa: E402
+from indexer.jsonl import iter_examples, read_examples  # noqa: E402
 from indexer.model_io import load_adapter_weights, load_lora_model, load_tokenizer  # noqa: E402
 from less_core.config import LoraSettings, ProjectionConfig  # noqa: E402
-from less_core.data import collate, iter_examples, read_examples, tokenize_example  # noqa: E402
+from less_core.data import collate, tokenize_example  # noqa: E402
 from less_core.featurize import Featurizer  # noqa: E402
 from less_core.lora_grads import PerExampleGradients  # noqa: E402
 from less_core.optimizer_state import adam_state_from_state_dict  # noqa: E402

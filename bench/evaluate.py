@@ -38,12 +38,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import write_report  # noqa: E402
+from indexer.config import WarmupConfig  # noqa: E402
 from indexer.datastore import Datastore  # noqa: E402
+from indexer.jsonl import iter_jsonl, read_examples  # noqa: E402
 from indexer.model_io import load_base_model, load_tokenizer  # noqa: E402
 from indexer.query import QueryEngine  # noqa: E402
 from indexer.warmup import train_lora  # noqa: E402
-from less_core.config import LoraSettings, ProjectionConfig, SelectionConfig, WarmupConfig  # noqa: E402
-from less_core.data import Example, collate, iter_jsonl, read_examples, tokenize_example  # noqa: E402
+from less_core.config import LoraSettings, ProjectionConfig, SelectionConfig  # noqa: E402
+from less_core.data import Example, collate, tokenize_example  # noqa: E402
 from less_core.lora_grads import response_losses  # noqa: E402
 from less_core.optimizer_state import load_adam_state  # noqa: E402
 from less_core.projectors import make_projector  # noqa: E402

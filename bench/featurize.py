@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.reference_less import KeptDenseProjector, TrakBasicProjector, reference_featurize  # noqa: E402
 from bench.report import write_report  # noqa: E402
+from indexer.jsonl import iter_examples  # noqa: E402
 from indexer.model_io import load_lora_model, load_tokenizer  # noqa: E402
 from less_core.config import LoraSettings, ProjectionConfig  # noqa: E402
-from less_core.data import collate, iter_examples, tokenize_example  # noqa: E402
+from less_core.data import collate, tokenize_example  # noqa: E402
 from less_core.featurize import Featurizer  # noqa: E402
 from less_core.lora_grads import PerExampleGradients  # noqa: E402
 from less_core.optimizer_state import AdamState  # noqa: E402

@@ -46,11 +46,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from less_client import AsyncLessClient, LessClient, load_targets_jsonl  # noqa: E402
+from less_wire import TargetExample  # noqa: E402
 from peft import set_peft_model_state_dict  # noqa: E402
 
 from bench.report import write_report  # noqa: E402
-from less_client import AsyncLessClient, LessClient, load_targets_jsonl  # noqa: E402
-from less_wire import TargetExample  # noqa: E402
 from indexer.datastore import Datastore  # noqa: E402
 from indexer.query import QueryEngine  # noqa: E402
 from less_core.config import SelectionConfig  # noqa: E402

@@ -18,10 +18,11 @@ import time
 
 from less_client import LessClient
 from less_wire import load_targets_jsonl
+
 from demo.config import DemoConfig
 from demo.pipeline import prepare_all, running_service
 from indexer.cli_args import add_dataclass_args, dataclass_from_args
-from less_core.data import iter_jsonl
+from indexer.jsonl import iter_jsonl
 from less_core.errors import LessError
 
 log = logging.getLogger("demo")

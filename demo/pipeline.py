@@ -13,16 +13,11 @@ from pathlib import Path
 from demo.config import DemoConfig
 from indexer.build import BuildRequest, build_datastore
 from indexer.checkpoints import discover_checkpoints
+from indexer.config import BuildConfig, WarmupConfig
 from indexer.sources.bigbench import BigBenchConfig, build_bigbench_splits, fetch_bigbench_sdist
 from indexer.sources.smollm2 import SMOLLM2_MODEL_ID, prepare_smollm2
 from indexer.warmup import run_warmup
-from less_core.config import (
-    BuildConfig,
-    LoraSettings,
-    ProjectionConfig,
-    TokenizationConfig,
-    WarmupConfig,
-)
+from less_core.config import LoraSettings, ProjectionConfig, TokenizationConfig
 from less_core.errors import LessError
 from service.launcher import service_process
 

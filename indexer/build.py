@@ -30,6 +30,7 @@ import torch
 import less_core
 from indexer import datastore as ds
 from indexer.checkpoints import Checkpoint, discover_checkpoints, select_checkpoints
+from indexer.config import BuildConfig
 from indexer.faiss_index import build_index
 from indexer.fsutil import atomic_write_json, sha256_file
 from indexer.model_io import (
@@ -44,7 +45,7 @@ from indexer.model_io import (
 )
 from indexer.progress import Progress
 from indexer.tokenized_pool import TokenizedPool, tokenize_pool
-from less_core.config import AdamFeatureConfig, BuildConfig, ProjectionConfig, TokenizationConfig
+from less_core.config import AdamFeatureConfig, ProjectionConfig, TokenizationConfig
 from less_core.data import collate
 from less_core.errors import ConfigError, IndexMismatchError
 from less_core.featurize import Featurizer

@@ -13,16 +13,15 @@ import sys
 from pathlib import Path
 
 from indexer.cli_args import add_dataclass_args, dataclass_from_args
+from indexer.config import BuildConfig, WarmupConfig
+from indexer.jsonl import read_examples
 from less_core.config import (
     AdamFeatureConfig,
-    BuildConfig,
     LoraSettings,
     ProjectionConfig,
     SelectionConfig,
     TokenizationConfig,
-    WarmupConfig,
 )
-from less_core.data import read_examples
 from less_core.errors import LessError
 
 log = logging.getLogger("less-index")

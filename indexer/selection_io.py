@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from indexer.fsutil import atomic_write_text
+from indexer.jsonl import iter_jsonl
 from indexer.query import Selection
-from less_core.data import iter_jsonl
 from less_core.errors import DataError
 
 

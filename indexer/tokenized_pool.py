@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from indexer.fsutil import atomic_write_json
+from indexer.jsonl import iter_examples
 from indexer.progress import Progress
-from less_core.data import TokenizedExample, iter_examples, tokenize_example
+from less_core.data import TokenizedExample, tokenize_example
 from less_core.errors import DataError
 
 

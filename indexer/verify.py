@@ -11,9 +11,10 @@ import numpy as np
 from indexer.checkpoints import discover_checkpoints, select_checkpoints
 from indexer.datastore import Datastore
 from indexer.fsutil import sha256_file
+from indexer.jsonl import iter_examples
 from indexer.model_io import load_adapter_weights, load_lora_model, load_tokenizer, resolve_device
 from less_core.config import AdamFeatureConfig, LoraSettings, ProjectionConfig
-from less_core.data import collate, iter_examples, tokenize_example
+from less_core.data import collate, tokenize_example
 from less_core.errors import IntegrityError
 from less_core.featurize import Featurizer
 from less_core.lora_grads import PerExampleGradients

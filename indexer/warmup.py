@@ -16,10 +16,12 @@ from pathlib import Path
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
+from indexer.config import WarmupConfig
 from indexer.fsutil import atomic_write_json
+from indexer.jsonl import iter_examples
 from indexer.model_io import load_base_model, load_tokenizer, resolve_device
-from less_core.config import LoraSettings, TokenizationConfig, WarmupConfig
-from less_core.data import TokenizedExample, collate, iter_examples, tokenize_example
+from less_core.config import LoraSettings, TokenizationConfig
+from less_core.data import TokenizedExample, collate, tokenize_example
 from less_core.errors import ConfigError, DataError
 from less_core.lora import attach_lora
 

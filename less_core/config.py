@@ -1,4 +1,7 @@
-"""Typed, self-checking configuration for every stage, with the paper's defaults.
+"""Typed, self-checking configuration of the method, with the paper's defaults.
+
+Settings of the offline jobs only (warmup training, datastore build, FAISS) live in
+``indexer.config``; the service's in ``service.settings``.
 
 Each dataclass is frozen, validates itself in ``__post_init__`` (raising ``ConfigError``) and
 serialises with ``to_dict()`` so that it can be written into a datastore manifest verbatim.
@@ -26,7 +29,7 @@ def require(condition: bool, message: str) -> None:
 
 
 @dataclass(frozen=True)
-class _Config:
+class Config:
     def to_dict(self) -> dict[str, Any]:
         return {
             k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
@@ -43,7 +46,7 @@ class _Config:
 
 
 @dataclass(frozen=True)
-class LoraSettings(_Config):
+class LoraSettings(Config):
     """LoRA placement. Paper (7B): rank 128, alpha 512, dropout 0.1 on q/k/v/o."""
 
     rank: int = field(default=128, metadata={"help": "LoRA rank r"})
@@ -69,7 +72,7 @@ class LoraSettings(_Config):
 
 
 @dataclass(frozen=True)
-class TokenizationConfig(_Config):
+class TokenizationConfig(Config):
     """How examples become token ids and loss masks."""
 
     max_length: int = field(
@@ -81,34 +84,7 @@ class TokenizationConfig(_Config):
 
 
 @dataclass(frozen=True)
-class WarmupConfig(_Config):
-    """Warmup LoRA training on a random fraction of the pool (paper: 5 %, 4 epochs)."""
-
-    fraction: float = field(default=0.05, metadata={"help": "fraction of the pool to train on"})
-    seed: int = field(default=0, metadata={"help": "seed for the subset draw and training"})
-    epochs: int = field(default=4, metadata={"help": "epochs; one checkpoint is saved per epoch"})
-    learning_rate: float = field(default=2e-5, metadata={"help": "peak learning rate"})
-    warmup_ratio: float = field(default=0.03, metadata={"help": "linear warmup share of steps"})
-    lr_scheduler: str = field(default="linear", metadata={"help": "HF scheduler name"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    batch_size: int = field(default=1, metadata={"help": "per-device micro batch"})
-    gradient_accumulation: int = field(default=32, metadata={"help": "micro batches per step"})
-    bf16: bool = field(default=False, metadata={"help": "train in bf16 (GPU)"})
-
-    def __post_init__(self) -> None:
-        require(
-            0.0 < self.fraction <= 1.0, f"warmup fraction must be in (0, 1], got {self.fraction}"
-        )
-        require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        require(self.learning_rate > 0, "learning_rate must be > 0")
-        require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)")
-        require(
-            self.batch_size >= 1 and self.gradient_accumulation >= 1, "batch sizes must be >= 1"
-        )
-
-
-@dataclass(frozen=True)
-class ProjectionConfig(_Config):
+class ProjectionConfig(Config):
     """Random projection Π (P x d). The matrix is a pure function of (seed, kind, P, d)."""
 
     kind: ProjectorKind = field(
@@ -144,7 +120,7 @@ class ProjectionConfig(_Config):
 
 
 @dataclass(frozen=True)
-class AdamFeatureConfig(_Config):
+class AdamFeatureConfig(Config):
     """The virtual Adam step applied to training gradients (SPEC §2.3).
 
     The default reproduces the LESS reference: eps inside the square root, no bias correction.
@@ -170,28 +146,7 @@ class AdamFeatureConfig(_Config):
 
 
 @dataclass(frozen=True)
-class BuildConfig(_Config):
-    """Datastore build: batching, dtypes and the FAISS index."""
-
-    batch_size: int = field(default=16, metadata={"help": "examples per forward/backward"})
-    feature_dtype: Literal["float16", "float32"] = field(
-        default="float16", metadata={"help": "on-disk dtype of the normalized features"}
-    )
-    index_factory: str = field(
-        default="Flat",
-        metadata={"help": "faiss index_factory string; anything but Flat is approximate (opt-in)"},
-    )
-    sort_by_length: bool = field(
-        default=True, metadata={"help": "batch similar lengths together to cut padding"}
-    )
-
-    def __post_init__(self) -> None:
-        require(self.batch_size >= 1, "batch_size must be >= 1")
-        require(self.feature_dtype in ("float16", "float32"), "feature_dtype: float16|float32")
-
-
-@dataclass(frozen=True)
-class SelectionConfig(_Config):
+class SelectionConfig(Config):
     """Top-k or top-fraction selection over a datastore (SPEC §2.7)."""
 
     k: int | None = field(default=None, metadata={"help": "select this many examples"})

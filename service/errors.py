@@ -13,9 +13,15 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from less_wire import (
+    ErrorBody,
+    ErrorCode,
+    ErrorResponse,
+    code_for_status,
+    describe_validation_errors,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from less_wire import ErrorBody, ErrorCode, ErrorResponse, code_for_status, describe_validation_errors
 from less_core.errors import (
     IndexMismatchError,
     IndexNotFoundError,
@@ -24,6 +30,7 @@ from less_core.errors import (
 )
 
 log = logging.getLogger(__name__)
+
 
 class ServiceError(Exception):
     """An error answer decided by the service (auth, limits, overload, timeouts, jobs).

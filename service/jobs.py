@@ -29,6 +29,7 @@ from less_wire import (
     code_for_status,
     selection_records,
 )
+
 from less_core.errors import LessError
 from service.errors import ServiceError, less_error_status
 from service.registry import Registry
@@ -223,7 +224,9 @@ class JobRunner:
             self._fail(job_id, exc.code, exc.message)
         except LessError as exc:
             status = less_error_status(exc)
-            self._fail(job_id, code_for_status(status), str(exc) if status < 500 else "internal error")
+            self._fail(
+                job_id, code_for_status(status), str(exc) if status < 500 else "internal error"
+            )
         except Exception:  # a job must end failed, never stay running forever
             log.exception("job %s failed", job_id)
             self._fail(job_id, ErrorCode.INTERNAL, "internal error")

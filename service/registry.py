@@ -12,8 +12,8 @@ import threading
 from collections.abc import Callable
 
 import torch
-
 from less_wire import CheckpointInfo, DatastoreSummary, ProjectorInfo
+
 from indexer.datastore import Datastore
 from indexer.query import QueryEngine
 from less_core.errors import LessError

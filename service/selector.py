@@ -15,6 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from less_wire import SelectedExample, SelectRequest, SelectResponse, Timings
+
 from indexer.query import Selection
 from less_core.config import SelectionConfig
 from less_core.data import Example

@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+from less_wire import describe_validation_errors
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -24,7 +25,6 @@ from pydantic_settings import (
 )
 
 from less_core.errors import ConfigError
-from less_wire import describe_validation_errors
 
 CONFIG_ENV = "LESS_CONFIG"
 JOBS_DB = "jobs.sqlite"

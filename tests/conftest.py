@@ -8,13 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from less_core.config import (
-    BuildConfig,
-    LoraSettings,
-    ProjectionConfig,
-    TokenizationConfig,
-    WarmupConfig,
-)
+from indexer.config import BuildConfig, WarmupConfig
+from less_core.config import LoraSettings, ProjectionConfig, TokenizationConfig
 from tests.tiny_llm import save_tiny_llm
 
 TASKS = {

@@ -11,6 +11,29 @@ that the service imports too; they are re-exported here.
 
 from importlib.metadata import version as _package_version
 
+from less_wire import (
+    CheckpointInfo,
+    DatastoreList,
+    DatastoreSummary,
+    ErrorBody,
+    ErrorResponse,
+    InputFileError,
+    Job,
+    JobStatus,
+    Message,
+    ProjectorInfo,
+    SelectedExample,
+    SelectionRecord,
+    SelectRequest,
+    SelectResponse,
+    TargetExample,
+    Timings,
+    load_targets_jsonl,
+    read_selection,
+    write_selected_ids,
+    write_selected_rows,
+)
+
 from ._base import RetryPolicy, SelectOptions
 from ._client import AsyncLessClient, LessClient
 from ._constants import (
@@ -37,28 +60,6 @@ from ._exceptions import (
     RateLimitError,
     ServiceUnavailableError,
     UnprocessableEntityError,
-)
-from less_wire import (
-    CheckpointInfo,
-    DatastoreList,
-    DatastoreSummary,
-    ErrorBody,
-    ErrorResponse,
-    InputFileError,
-    Job,
-    JobStatus,
-    Message,
-    ProjectorInfo,
-    SelectedExample,
-    SelectionRecord,
-    SelectRequest,
-    SelectResponse,
-    TargetExample,
-    Timings,
-    load_targets_jsonl,
-    read_selection,
-    write_selected_ids,
-    write_selected_rows,
 )
 
 __version__ = _package_version("less-client")

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar
 from urllib.parse import quote
 
 import httpx
+from less_wire import Job, SelectedExample, SelectRequest, TargetExample, describe_validation_errors
 from pydantic import BaseModel, ValidationError
 
 from ._constants import (
@@ -56,7 +57,6 @@ from ._exceptions import (
     make_status_error,
     parse_retry_after,
 )
-from less_wire import Job, SelectedExample, SelectRequest, TargetExample, describe_validation_errors
 
 if TYPE_CHECKING:  # typing-only; the SDK needs nothing beyond httpx and pydantic at run time
     from typing_extensions import Unpack
@@ -193,7 +193,12 @@ class Attempts:
             reason = repr(outcome)
         logger.info(
             "retrying %s %s in %.2f s (retry %d of %d) after %s",
-            method, self._request.url.path, delay, self._retries, policy.max_retries, reason,
+            method,
+            self._request.url.path,
+            delay,
+            self._retries,
+            policy.max_retries,
+            reason,
         )
 
     def result(self) -> httpx.Response:
@@ -407,7 +412,10 @@ class BaseClient(Generic[HttpT]):
             content = body.model_dump_json(exclude_none=True).encode()
             headers["Content-Type"] = "application/json"
         return self._http.build_request(
-            method, self.base_url + _path(*path), content=content, headers=headers,
+            method,
+            self.base_url + _path(*path),
+            content=content,
+            headers=headers,
             timeout=self.timeout,
         )
 
@@ -447,4 +455,3 @@ def parse_probe(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
-

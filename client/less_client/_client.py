@@ -12,6 +12,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from less_wire import (
+    DatastoreList,
+    DatastoreSummary,
+    Job,
+    SelectedExample,
+    SelectRequest,
+    SelectResponse,
+)
 
 from ._base import (
     BaseClient,
@@ -24,14 +32,6 @@ from ._base import (
     parse_probe,
     parse_result_line,
     transport_error,
-)
-from less_wire import (
-    DatastoreList,
-    DatastoreSummary,
-    Job,
-    SelectedExample,
-    SelectRequest,
-    SelectResponse,
 )
 
 if TYPE_CHECKING:

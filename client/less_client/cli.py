@@ -18,17 +18,6 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import IO, TypeVar
 
-from pydantic import ValidationError
-
-from ._base import SelectOptions
-from ._client import LessClient
-from ._constants import (
-    API_KEY_ENV,
-    BASE_URL_ENV,
-    DEFAULT_BASE_URL,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_TIMEOUT,
-)
 from less_wire import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -42,7 +31,17 @@ from less_wire import (
     write_selected_ids,
     write_selected_rows,
 )
+from pydantic import ValidationError
 
+from ._base import SelectOptions
+from ._client import LessClient
+from ._constants import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+)
 from ._exceptions import APIStatusError, LessClientError
 
 __all__ = ["main"]
@@ -199,7 +198,9 @@ def _connection_options() -> argparse.ArgumentParser:
     group.add_argument("--api-key", help=f"API key (default: ${API_KEY_ENV})")
     group.add_argument("--timeout", type=float, help="seconds per request (default: 60)")
     group.add_argument(
-        "--max-retries", type=int, default=DEFAULT_MAX_RETRIES,
+        "--max-retries",
+        type=int,
+        default=DEFAULT_MAX_RETRIES,
         help=f"retries of failed requests (default: {DEFAULT_MAX_RETRIES})",
     )
     group.add_argument("-v", "--verbose", action="store_true", help="log retries and other details")
@@ -210,7 +211,8 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     common = _connection_options()
     if argv[:1] == ["datastores"]:
         listing = argparse.ArgumentParser(
-            prog=f"{PROG} datastores", parents=[common],
+            prog=f"{PROG} datastores",
+            parents=[common],
             description="List the datastores your API key may use.",
         )
         listing.add_argument("--json", action="store_true", help="one JSON summary per line")
@@ -219,13 +221,16 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     if argv[:1] == ["select"]:  # the default command may also be named
         argv = argv[1:]
     parser = argparse.ArgumentParser(
-        prog=PROG, parents=[common],
+        prog=PROG,
+        parents=[common],
         description="Select the training examples most influential on a JSONL of target "
         f"examples. '{PROG} datastores' lists the datastores.",
     )
     parser.add_argument("--datastore", required=True, help="datastore to select from")
     parser.add_argument(
-        "--targets", required=True, metavar="FILE",
+        "--targets",
+        required=True,
+        metavar="FILE",
         help="JSONL of target examples: 'messages' or 'prompt'+'completion', "
         "optional 'id' and 'subtask'",
     )
@@ -234,7 +239,8 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     size.add_argument("--fraction", type=_fraction, help="share of the pool to select, in (0, 1]")
     parser.add_argument("--out", metavar="FILE", help="output JSONL (default: stdout)")
     parser.add_argument(
-        "--pool", metavar="FILE",
+        "--pool",
+        metavar="FILE",
         help="the training pool JSONL: write its selected rows (with score and subtask) "
         "instead of ids",
     )

@@ -42,6 +42,7 @@ _TARGET_FIELDS = frozenset(TargetExample.model_fields)
 class InputFileError(ValueError):
     """A local file (targets, pool, selection JSONL) is malformed; the message names the line."""
 
+
 _MAX_MISSING_SHOWN = 5
 
 
@@ -88,7 +89,9 @@ def load_targets_jsonl(path: PathLike) -> list[TargetExample]:
 def selection_records(selected: Iterable[SelectedExample]) -> Iterator[SelectionRecord]:
     """The selection-file records of selected examples given in rank order."""
     for rank, example in enumerate(selected, start=1):
-        yield SelectionRecord(rank=rank, id=example.id, score=example.score, subtask=example.subtask)
+        yield SelectionRecord(
+            rank=rank, id=example.id, score=example.score, subtask=example.subtask
+        )
 
 
 def write_selected_ids(selected: Iterable[SelectedExample], out: Output) -> int:

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sdk_fakes import DATASTORE, SELECT_RESPONSE, FakeServer, error, job
-
 from less_client import LessClient, cli
+from sdk_fakes import DATASTORE, SELECT_RESPONSE, FakeServer, error, job
 
 TARGETS = [
     {"id": "t1", "prompt": "2+2=", "completion": "4", "subtask": "math"},
@@ -45,17 +44,35 @@ def lines(path: Path) -> list[dict]:
 def test_select_writes_ids(server, targets, tmp_path, capsys):
     server.replies.append(httpx.Response(200, json=SELECT_RESPONSE))
     out = tmp_path / "selected.jsonl"
-    status = cli.main([
-        "--datastore", "pool-a", "--targets", str(targets), "--k", "2", "--out", str(out),
-        "--base-url", "http://cli.test", "--api-key", "sk-cli", "--checkpoints", "c1, c2",
-        "--aggregate", "mean",
-    ])
+    status = cli.main(
+        [
+            "--datastore",
+            "pool-a",
+            "--targets",
+            str(targets),
+            "--k",
+            "2",
+            "--out",
+            str(out),
+            "--base-url",
+            "http://cli.test",
+            "--api-key",
+            "sk-cli",
+            "--checkpoints",
+            "c1, c2",
+            "--aggregate",
+            "mean",
+        ]
+    )
     assert status == 0
     (request,) = server.requests
     assert str(request.url) == "http://cli.test/v1/datastores/pool-a/select"
     assert request.headers["authorization"] == "Bearer sk-cli"
     assert json.loads(request.content) == {
-        "targets": TARGETS, "k": 2, "checkpoints": ["c1", "c2"], "aggregate": "mean",
+        "targets": TARGETS,
+        "k": 2,
+        "checkpoints": ["c1", "c2"],
+        "aggregate": "mean",
         "return_scores": True,
     }
     assert lines(out) == [
@@ -70,12 +87,26 @@ def test_select_writes_ids(server, targets, tmp_path, capsys):
 
 def test_select_to_stdout_with_fraction(server, targets, capsys):
     server.replies.append(httpx.Response(200, json=SELECT_RESPONSE))
-    assert cli.main(["select", "--datastore", "pool-a", "--targets", str(targets),
-                     "--fraction", "0.1", "--no-scores"]) == 0
+    assert (
+        cli.main(
+            [
+                "select",
+                "--datastore",
+                "pool-a",
+                "--targets",
+                str(targets),
+                "--fraction",
+                "0.1",
+                "--no-scores",
+            ]
+        )
+        == 0
+    )
     body = json.loads(server.requests[0].content)
     assert (body["fraction"], body["return_scores"], "k" in body) == (0.1, False, False)
     assert [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()] == [
-        "ex-7", "ex-2"
+        "ex-7",
+        "ex-2",
     ]
 
 
@@ -87,8 +118,23 @@ def test_select_with_pool_writes_rows(server, targets, tmp_path):
         encoding="utf-8",
     )
     out = tmp_path / "rows.jsonl"
-    assert cli.main(["--datastore", "pool-a", "--targets", str(targets), "--k", "2",
-                     "--pool", str(pool), "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "--datastore",
+                "pool-a",
+                "--targets",
+                str(targets),
+                "--k",
+                "2",
+                "--pool",
+                str(pool),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert lines(out) == [
         {"id": "ex-7", "text": "row 7", "rank": 1, "score": 0.91, "subtask": "arith"},
         {"id": "ex-2", "text": "row 2", "rank": 2, "score": 0.5, "subtask": None},
@@ -96,16 +142,32 @@ def test_select_with_pool_writes_rows(server, targets, tmp_path):
 
 
 def test_select_as_job_shows_progress(server, targets, tmp_path, capsys):
-    server.replies.extend([
-        httpx.Response(202, json=job("queued")),
-        httpx.Response(200, json=job("running", 0.5)),
-        httpx.Response(200, json=job("running", 0.5)),
-        httpx.Response(200, json=job("succeeded", 1.0, n_selected=1)),
-        httpx.Response(200, text='{"id": "ex-9", "score": 2.5, "subtask": null}\n'),
-    ])
+    server.replies.extend(
+        [
+            httpx.Response(202, json=job("queued")),
+            httpx.Response(200, json=job("running", 0.5)),
+            httpx.Response(200, json=job("running", 0.5)),
+            httpx.Response(200, json=job("succeeded", 1.0, n_selected=1)),
+            httpx.Response(200, text='{"id": "ex-9", "score": 2.5, "subtask": null}\n'),
+        ]
+    )
     out = tmp_path / "selected.jsonl"
-    assert cli.main(["--datastore", "pool-a", "--targets", str(targets), "--fraction", "0.5",
-                     "--job", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "--datastore",
+                "pool-a",
+                "--targets",
+                str(targets),
+                "--fraction",
+                "0.5",
+                "--job",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert [f"{r.method} {r.url.path}" for r in server.requests] == [
         "POST /v1/datastores/pool-a/jobs",
         "GET /v1/jobs/job-1",
@@ -123,10 +185,12 @@ def test_select_as_job_shows_progress(server, targets, tmp_path, capsys):
 
 
 def test_failed_job_exits_1(server, targets, capsys):
-    server.replies.extend([
-        httpx.Response(202, json=job("queued")),
-        httpx.Response(200, json=job("failed", error={"code": "internal", "message": "OOM"})),
-    ])
+    server.replies.extend(
+        [
+            httpx.Response(202, json=job("queued")),
+            httpx.Response(200, json=job("failed", error={"code": "internal", "message": "OOM"})),
+        ]
+    )
     assert cli.main(["--datastore", "pool-a", "--targets", str(targets), "--k", "1", "--job"]) == 1
     assert capsys.readouterr().err.splitlines()[-1] == (
         "less-select: error: job job-1 failed: internal: OOM"
@@ -192,8 +256,23 @@ def test_missing_pool_id_exits_2_and_writes_nothing(server, targets, tmp_path, c
     pool = tmp_path / "pool.jsonl"
     pool.write_text('{"id": "ex-7"}\n', encoding="utf-8")
     out = tmp_path / "rows.jsonl"
-    assert cli.main(["--datastore", "p", "--targets", str(targets), "--k", "2",
-                     "--pool", str(pool), "--out", str(out)]) == 2
+    assert (
+        cli.main(
+            [
+                "--datastore",
+                "p",
+                "--targets",
+                str(targets),
+                "--k",
+                "2",
+                "--pool",
+                str(pool),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "not in the pool: 'ex-2'" in capsys.readouterr().err
     assert not out.exists()
 
@@ -202,13 +281,17 @@ def test_missing_pool_id_exits_2_and_writes_nothing(server, targets, tmp_path, c
     ("argv", "complaint"),
     [
         (["--datastore", "p", "--targets", "t.jsonl"], "one of the arguments --k --fraction"),
-        (["--datastore", "p", "--targets", "t.jsonl", "--k", "1", "--fraction", "0.1"],
-         "not allowed with argument"),
+        (
+            ["--datastore", "p", "--targets", "t.jsonl", "--k", "1", "--fraction", "0.1"],
+            "not allowed with argument",
+        ),
         (["--datastore", "p", "--targets", "t.jsonl", "--k", "0"], "must be at least 1"),
         (["--datastore", "p", "--targets", "t.jsonl", "--k", "ten"], "not a number: 'ten'"),
         (["--datastore", "p", "--targets", "t.jsonl", "--fraction", "2"], "must be in (0, 1]"),
-        (["--datastore", "p", "--targets", "t.jsonl", "--k", "1", "--checkpoints", ","],
-         "at least one checkpoint"),
+        (
+            ["--datastore", "p", "--targets", "t.jsonl", "--k", "1", "--checkpoints", ","],
+            "at least one checkpoint",
+        ),
         (["--targets", "t.jsonl", "--k", "1"], "--datastore"),
     ],
 )

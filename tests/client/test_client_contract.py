@@ -11,7 +11,6 @@ import asyncio
 
 import httpx
 import pytest
-
 from less_client import AsyncLessClient, SelectedExample, UnprocessableEntityError
 from less_wire import SelectRequest, SelectResponse, Timings
 
@@ -62,7 +61,9 @@ def test_sdk_and_fastapi_agree_on_the_wire():
 
     by_k, by_default = asyncio.run(scenario())
     assert [(s.id, s.subtask) for s in by_k.selected] == [
-        ("ex-0", "s"), ("ex-1", "s"), ("ex-2", "s")
+        ("ex-0", "s"),
+        ("ex-1", "s"),
+        ("ex-2", "s"),
     ]
     assert by_k.selected[1].score == 0.5
     assert len(by_default.selected) == 5  # 5 % of 100: the default fraction reached the server

@@ -8,8 +8,6 @@ import time
 
 import httpx
 import pytest
-from sdk_fakes import SELECT_RESPONSE, error
-
 from less_client import (
     APIConnectionError,
     APIStatusError,
@@ -26,6 +24,7 @@ from less_client import (
     UnprocessableEntityError,
 )
 from less_client._exceptions import make_status_error, parse_retry_after
+from sdk_fakes import SELECT_RESPONSE, error
 
 TARGETS = [{"prompt": "2+2=", "completion": "4"}]
 OK = {"datastores": []}
@@ -73,17 +72,37 @@ def test_service_unavailable_is_a_server_error():
 @pytest.mark.parametrize(
     ("response", "cls", "code", "message"),
     [
-        (httpx.Response(502, text="<html>Bad Gateway</html>"), InternalServerError, "internal",
-         "<html>Bad Gateway</html>"),
-        (httpx.Response(404, json={"detail": "Not Found"}), NotFoundError, "not_found",
-         "Not Found"),
-        (httpx.Response(422, json={"detail": [{"loc": ["body", "k"], "msg": "bad"}]}),
-         UnprocessableEntityError, "invalid_request", '[{"loc": ["body", "k"], "msg": "bad"}]'),
-        (httpx.Response(418, json=["not", "an", "object"]), APIStatusError, "http_error",
-         '["not","an","object"]'),  # the raw body text
+        (
+            httpx.Response(502, text="<html>Bad Gateway</html>"),
+            InternalServerError,
+            "internal",
+            "<html>Bad Gateway</html>",
+        ),
+        (
+            httpx.Response(404, json={"detail": "Not Found"}),
+            NotFoundError,
+            "not_found",
+            "Not Found",
+        ),
+        (
+            httpx.Response(422, json={"detail": [{"loc": ["body", "k"], "msg": "bad"}]}),
+            UnprocessableEntityError,
+            "invalid_request",
+            '[{"loc": ["body", "k"], "msg": "bad"}]',
+        ),
+        (
+            httpx.Response(418, json=["not", "an", "object"]),
+            APIStatusError,
+            "http_error",
+            '["not","an","object"]',
+        ),  # the raw body text
         (httpx.Response(503), ServiceUnavailableError, "overloaded", "Service Unavailable"),
-        (httpx.Response(400, json={"error": {"message": "no code given"}}), BadRequestError,
-         "invalid_request", "no code given"),
+        (
+            httpx.Response(400, json={"error": {"message": "no code given"}}),
+            BadRequestError,
+            "invalid_request",
+            "no code given",
+        ),
     ],
 )
 def test_factory_tolerates_other_bodies(response, cls, code, message):
@@ -208,8 +227,13 @@ def test_timeouts_become_api_timeout_error(api):
 
 @pytest.mark.parametrize(
     ("status", "cls"),
-    [(400, BadRequestError), (401, AuthenticationError), (404, NotFoundError),
-     (409, ConflictError), (422, UnprocessableEntityError)],
+    [
+        (400, BadRequestError),
+        (401, AuthenticationError),
+        (404, NotFoundError),
+        (409, ConflictError),
+        (422, UnprocessableEntityError),
+    ],
 )
 def test_client_errors_are_not_retried(api, status, cls):
     h = api(error(status, "x", "no"), ok())

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from pydantic import ValidationError
-from sdk_fakes import API_KEY, DATASTORE, SELECT_RESPONSE, job
-
 from less_client import (
     APIResponseValidationError,
     AsyncLessClient,
@@ -18,6 +15,8 @@ from less_client import (
     TargetExample,
 )
 from less_client._constants import DEFAULT_TIMEOUT, USER_AGENT
+from pydantic import ValidationError
+from sdk_fakes import API_KEY, DATASTORE, SELECT_RESPONSE, job
 
 CHAT = {
     "messages": [
@@ -151,7 +150,10 @@ def test_timeout_is_sent_with_each_request(api):
     h = api(httpx.Response(200, json={"datastores": []}), timeout=7.5)
     h.list_datastores()
     assert h.server.requests[0].extensions["timeout"] == {
-        "connect": 7.5, "read": 7.5, "write": 7.5, "pool": 7.5,
+        "connect": 7.5,
+        "read": 7.5,
+        "write": 7.5,
+        "pool": 7.5,
     }
 
 
@@ -233,6 +235,9 @@ def test_checkpoints_may_be_any_sequence_and_none_means_default(api):
     h = api(httpx.Response(200, json=SELECT_RESPONSE))
     h.select("pool-a", [CHAT], k=2, fraction=None, checkpoints=("c1", "c2"))
     assert h.server.bodies()[0] == {
-        "targets": [CHAT], "k": 2, "checkpoints": ["c1", "c2"], "aggregate": "max",
+        "targets": [CHAT],
+        "k": 2,
+        "checkpoints": ["c1", "c2"],
+        "aggregate": "max",
         "return_scores": True,
     }

@@ -6,14 +6,13 @@ import json
 
 import pytest
 
+from indexer.config import BuildConfig, WarmupConfig
 from less_core.config import (
     AdamFeatureConfig,
-    BuildConfig,
     LoraSettings,
     ProjectionConfig,
     SelectionConfig,
     TokenizationConfig,
-    WarmupConfig,
 )
 from less_core.errors import ConfigError
 

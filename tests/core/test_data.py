@@ -7,14 +7,13 @@ import json
 import pytest
 import torch
 
+from indexer.jsonl import iter_examples, read_examples
 from less_core.data import (
     FALLBACK_CHAT_TEMPLATE,
     IGNORE_INDEX,
     Example,
     TokenizedExample,
     collate,
-    iter_examples,
-    read_examples,
     tokenize_example,
 )
 from less_core.errors import DataError

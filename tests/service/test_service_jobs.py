@@ -6,8 +6,8 @@ import json
 import time
 
 from fastapi.testclient import TestClient
-
 from less_wire import SelectRequest
+
 from service.app import create_app
 from service.jobs import JobStore
 from tests.service.conftest import TARGETS, auth, make_settings, wait_ready
@@ -88,7 +88,8 @@ def test_jobs_survive_a_restart(datastore_root, tiny_model_dir, tmp_path):
             "/v1/datastores/tiny/select", headers=auth("alpha"), json={"targets": TARGETS, "k": 5}
         )
         assert [
-            {k: v for k, v in line.items() if k != "rank"} for line in result_lines(client, queued.id)
+            {k: v for k, v in line.items() if k != "rank"}
+            for line in result_lines(client, queued.id)
         ] == select.json()["selected"]
         assert len(result_lines(client, running.id)) == 4
 

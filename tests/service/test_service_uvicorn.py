@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from less_client import AsyncLessClient, AuthenticationError, LessClient, RateLimitError
+
 from less_core.config import SelectionConfig
 from less_core.data import Example
 from service.launcher import service_process
@@ -26,7 +26,9 @@ def server(datastore_root, tiny_model_dir, tmp_path_factory):
     """A real server on a free loopback port; always terminated at teardown."""
     workdir = tmp_path_factory.mktemp("server")
     settings = make_settings(datastore_root, tiny_model_dir, workdir / "jobs")
-    with service_process(settings.model_dump(mode="json"), workdir, ready_timeout_s=START_TIMEOUT_S) as url:
+    with service_process(
+        settings.model_dump(mode="json"), workdir, ready_timeout_s=START_TIMEOUT_S
+    ) as url:
         yield url
 
 

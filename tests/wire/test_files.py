@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from less_wire import (
     InputFileError,
     SelectedExample,
@@ -98,8 +97,11 @@ def test_write_selected_ids_as_jsonl(tmp_path):
 
 
 def test_read_selection_names_a_bad_line(tmp_path):
-    path = write_lines(tmp_path / "s.jsonl", '{"rank": 1, "id": "a", "score": 1, "subtask": null}',
-                       '{"rank": 0, "id": "b", "score": 1, "subtask": null}')
+    path = write_lines(
+        tmp_path / "s.jsonl",
+        '{"rank": 1, "id": "a", "score": 1, "subtask": null}',
+        '{"rank": 0, "id": "b", "score": 1, "subtask": null}',
+    )
     with pytest.raises(InputFileError, match=r"s.jsonl:2: not a selection record: rank"):
         read_selection(path)
 
@@ -128,11 +130,23 @@ def test_write_selected_rows_joins_the_pool_in_selection_order(tmp_path, pool):
     out = tmp_path / "rows.jsonl"
     assert write_selected_rows(SELECTION, pool, out) == 3
     assert read_jsonl(out) == [
-        {"id": "p4", "messages": [{"role": "assistant", "content": "4"}], "task": "math",
-         "rank": 1, "score": 0.9, "subtask": "math"},
+        {
+            "id": "p4",
+            "messages": [{"role": "assistant", "content": "4"}],
+            "task": "math",
+            "rank": 1,
+            "score": 0.9,
+            "subtask": "math",
+        },
         {"id": 7, "messages": [], "task": "b", "rank": 2, "score": 0.8, "subtask": None},
-        {"id": "p1", "messages": [{"role": "user", "content": "où?"}], "task": "geo",
-         "rank": 3, "score": 0.1, "subtask": "geo"},
+        {
+            "id": "p1",
+            "messages": [{"role": "user", "content": "où?"}],
+            "task": "geo",
+            "rank": 3,
+            "score": 0.1,
+            "subtask": "geo",
+        },
     ]
     assert "où?" in out.read_text(encoding="utf-8")  # kept as text, not \\u-escaped
 
