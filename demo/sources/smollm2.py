@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from less_wire import EXIT_OK
+
 from demo.sources._common import (
     SourceError,
     add_logging_args,
@@ -267,13 +269,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace) -> int:
+    """Convert (or reuse) the checkpoint and print its directory."""
     out = prepare_smollm2(args.cache_dir, force=args.force, install_missing=args.install_missing)
     print(out)
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit code."""
+    """Command-line entry point.
+
+    Args:
+        argv: Arguments without the program name; ``sys.argv[1:]`` when None.
+
+    Returns:
+        The exit status as in ``less_wire.exit_codes``: 0 success; 1 a missing package, a
+        failed conversion or anything unexpected; 130 interrupted. Bad flags exit through
+        argparse with status 2. Errors print one line to stderr, never a traceback.
+    """
     return run_cli(build_parser().parse_args(argv), _run)
 
 

