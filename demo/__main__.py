@@ -86,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{rank:>4}  {sel.score:7.4f} {mark}{row['task']:<28} {sel.id:<32} {_snippet(row)}")
     print()
     chance = n_task_in_pool / len(pool)
+    share = len(own) / len(result.selected)
     print(
-        f"From the target task: {len(own)}/{len(result.selected)} = {len(own) / len(result.selected):.0%} "
+        f"From the target task: {len(own)}/{len(result.selected)} = {share:.0%} "
         f"(chance: {n_task_in_pool}/{len(pool)} = {chance:.1%}, {n_tasks} tasks in the pool)"
     )
     return 0

@@ -27,7 +27,7 @@ class DemoConfig:
         metadata={"help": "adapters on the last N decoder layers only: backward stops there"},
     )
     warmup_fraction: float = field(
-        default=0.05, metadata={"help": "warmup share of the pool (paper: 5 %)"}
+        default=0.05, metadata={"help": "warmup share of the pool (paper: 0.05)"}
     )
     warmup_epochs: int = field(
         default=2, metadata={"help": "warmup epochs = checkpoints (paper: 4)"}
