@@ -11,8 +11,9 @@ What runs:
      ``load_adapter_weights`` / ``adam_state_from_state_dict``.
   3. bergson: ``bergson build`` on the pool subset and on every target file, in bergson's own
      virtual environment (``--bergson-venv``; it must not be installed into the project venv),
-     through bench/bergson_driver.py, which only adds timestamps around its gradient-collection
-     loop. The equivalent plain ``bergson build`` commands are written to the report.
+     through bench/bergson_driver.py (run by path with that venv's Python), which only adds
+     timestamps around its gradient-collection loop. The equivalent plain ``bergson build``
+     commands are written to the report.
   4. ours: ``PerExampleGradients`` + ``Featurizer`` (LESS Adam features for the pool, SGD features
      for targets) for each projector kind in ``--kinds``, in this process.
   5. Throughput: examples/second of the featurization loop alone (batches in, unit features out),
@@ -20,15 +21,15 @@ What runs:
      keeps each one's best. Precision: for each target task, the fraction of the top
      ``--fraction`` of the subset (by <feature, mean target feature>) that belongs to that task.
 
-Usage (bergson installed in its own venv, see the report's ``setup.bergson_install``):
-  python bench/bergson_compare.py --pool data/bigbench/pool.jsonl \
+Usage (from the repository root; bergson installed in its own venv, see the report's
+``setup.bergson_install``):
+  python -m bench.bergson_compare --pool data/bigbench/pool.jsonl \
       --targets-dir data/bigbench/targets --model-dir data/smollm2-135m-instruct \
       --bergson-venv /tmp/venv-bergson --out bench/results/bergson.json
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -46,21 +47,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.featurize import synthetic_adam_state  # noqa: E402
-from bench.report import write_report  # noqa: E402
-from indexer.jsonl import iter_examples, read_examples  # noqa: E402
-from indexer.model_io import load_adapter_weights, load_lora_model, load_tokenizer  # noqa: E402
-from less_core.config import LoraSettings, ProjectionConfig  # noqa: E402
-from less_core.data import collate, tokenize_example  # noqa: E402
-from less_core.featurize import Featurizer  # noqa: E402
-from less_core.lora_grads import PerExampleGradients  # noqa: E402
-from less_core.optimizer_state import adam_state_from_state_dict  # noqa: E402
-from less_core.projectors import make_projector  # noqa: E402
+from bench._args import (
+    add_model_args,
+    add_threads_arg,
+    bench_parser,
+    command_line,
+    lora_settings,
+    start,
+)
+from bench.featurize import synthetic_adam_state
+from bench.report import write_report
+from indexer.jsonl import iter_examples, read_examples
+from indexer.model_io import load_adapter_weights, load_lora_model, load_tokenizer
+from less_core.config import LoraSettings, ProjectionConfig
+from less_core.data import collate, tokenize_example
+from less_core.featurize import Featurizer
+from less_core.lora_grads import PerExampleGradients
+from less_core.optimizer_state import adam_state_from_state_dict
+from less_core.projectors import make_projector
 
 log = logging.getLogger("bench.bergson_compare")
+
+# bergson's interpreter runs this file by path (see its docstring for why it is not a module)
+BERGSON_DRIVER = Path(__file__).resolve().with_name("bergson_driver.py")
 
 BERGSON_INSTALL = (
     "python3 -m venv {venv} && {venv}/bin/pip install torch==2.13.0 bergson && "
@@ -208,7 +217,7 @@ def run_bergson(ns, run_path: Path, flags: list[str], env: dict) -> dict:
     timings = run_path.parent / (run_path.name + ".timings.json")
     cmd = [
         str(py),
-        str(ROOT / "bench" / "bergson_driver.py"),
+        str(BERGSON_DRIVER),
         str(timings),
         "build",
         str(run_path),
@@ -316,10 +325,10 @@ def best(runs: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = bench_parser("bergson_compare", __doc__)
+    add_model_args(ap)
     ap.add_argument("--pool", required=True)
     ap.add_argument("--targets-dir", required=True, help="one <task>.jsonl per target task")
-    ap.add_argument("--model-dir", required=True)
     ap.add_argument(
         "--n", type=int, default=256, help="pool examples (seeded subset with every task)"
     )
@@ -331,8 +340,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=16, help="ours; bergson's --max_batch_size")
     ap.add_argument("--dim", type=int, default=8192, help="our projection dim P")
     ap.add_argument("--kinds", default="sjlt", help="our projector kinds, comma-separated")
-    ap.add_argument("--lora-rank", type=int, default=8)
-    ap.add_argument("--lora-modules", default="q_proj,v_proj")
     ap.add_argument(
         "--bergson-projection-target",
         choices=("per_module", "global"),
@@ -353,12 +360,10 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="alternate bergson/ours pool runs, keep each one's best",
     )
-    ap.add_argument("--threads", type=int, default=None, help="torch/OpenMP threads for both")
+    add_threads_arg(ap, help="torch/OpenMP threads for both")
     ns = ap.parse_args(argv)
-    ns.argv = list(argv if argv is not None else sys.argv[1:])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if ns.threads:
-        torch.set_num_threads(ns.threads)
+    ns.command = command_line(ap, argv)
+    start(ns)
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(torch.get_num_threads())  # bergson gets what we use
     env.setdefault("HF_HUB_OFFLINE", "1")
@@ -380,12 +385,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(ns, work: Path, env: dict) -> int:
-    lora = LoraSettings(
-        rank=ns.lora_rank,
-        alpha=4 * ns.lora_rank,
-        dropout=0.0,
-        target_modules=tuple(ns.lora_modules.split(",")),
-    )
+    lora = lora_settings(ns)
     tokenizer = load_tokenizer(ns.model_dir)
     examples = list(iter_examples(ns.pool))
     subset, toks, too_long = draw_subset(examples, tokenizer, ns.n, ns.max_length, ns.seed)
@@ -528,7 +528,7 @@ def _run(ns, work: Path, env: dict) -> int:
     )
     report = {
         "benchmark": "bergson_compare",
-        "command": "python bench/bergson_compare.py " + shlex.join(ns.argv),
+        "command": ns.command,
         "machine": {
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),

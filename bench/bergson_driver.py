@@ -8,7 +8,14 @@ addition is two timing wrappers that change nothing in the computation:
   batches plus writing the index; model loading, tokenization and batch allocation come before);
 - around ``GradientCollector.process_batch`` (called once after each batch), to timestamp batches.
 
-Usage: python bench/bergson_driver.py TIMINGS_JSON build RUN_PATH [bergson build flags...]
+It stays a plain script run by path, unlike the benchmarks (``python -m bench.<name>``): the
+bergson interpreter has neither this project nor its dependencies, this file imports nothing from
+the repository, and ``-m bench.bergson_driver`` would need the repository root on that
+interpreter's ``sys.path``, where this project's top-level packages (``service``, ``demo``, ...)
+could shadow modules bergson imports. ``bench.bergson_compare`` resolves the path from its own
+location, so the working directory does not matter.
+
+Usage: <bergson venv>/bin/python bench/bergson_driver.py TIMINGS_JSON build RUN_PATH [flags...]
 """
 
 from __future__ import annotations

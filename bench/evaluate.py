@@ -13,8 +13,8 @@ On a BIG-bench pool mixed from many tasks, for each target task (8 few-shot targ
 3. fidelity of the projection: Spearman correlation between projected and exact (unprojected)
    gradient cosines, per projector kind and dimension.
 
-Usage (after ``./run demo`` has built the data and datastores):
-  python bench/evaluate.py --splits data/demo/<tag>/splits \
+Usage (from the repository root, after ``./run demo`` has built the data and datastores):
+  python -m bench.evaluate --splits data/demo/<tag>/splits \
       --datastore data/demo/<tag>/run-<key>/datastores/bigbench \
       [--datastore-without data/.../datastores/bigbench-without] \
       --model-dir data/smollm2-135m-instruct --out bench/results/evaluate.json
@@ -22,7 +22,6 @@ Usage (after ``./run demo`` has built the data and datastores):
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import random
@@ -35,21 +34,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.report import write_report  # noqa: E402
-from indexer.config import WarmupConfig  # noqa: E402
-from indexer.datastore import Datastore  # noqa: E402
-from indexer.jsonl import iter_jsonl, read_examples  # noqa: E402
-from indexer.model_io import load_base_model, load_tokenizer  # noqa: E402
-from indexer.query import QueryEngine  # noqa: E402
-from indexer.warmup import train_lora  # noqa: E402
-from less_core.config import LoraSettings, ProjectionConfig, SelectionConfig  # noqa: E402
-from less_core.data import Example, collate, tokenize_example  # noqa: E402
-from less_core.lora_grads import response_losses  # noqa: E402
-from less_core.optimizer_state import load_adam_state  # noqa: E402
-from less_core.projectors import make_projector  # noqa: E402
-from less_core.scoring import l2_normalize  # noqa: E402
+from bench._args import bench_parser, command_line
+from bench.report import write_report
+from indexer.config import WarmupConfig
+from indexer.datastore import Datastore
+from indexer.jsonl import iter_jsonl, read_examples
+from indexer.model_io import load_base_model, load_tokenizer
+from indexer.optimizer_files import load_adam_state
+from indexer.query import QueryEngine
+from indexer.warmup import train_lora
+from less_core.config import LoraSettings, ProjectionConfig, SelectionConfig
+from less_core.data import Example, collate, tokenize_example
+from less_core.lora_grads import response_losses
+from less_core.projectors import make_projector
+from less_core.scoring import l2_normalize
 
 log = logging.getLogger("bench.evaluate")
 EVAL_BATCH = 8
@@ -232,7 +230,7 @@ def fidelity(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = bench_parser("evaluate", __doc__)
     ap.add_argument(
         "--splits",
         required=True,
@@ -298,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "benchmark": "evaluate",
-        "command": "python bench/evaluate.py " + " ".join(argv or sys.argv[1:]),
+        "command": command_line(ap, argv),
         "datastore": {
             "version": store.version,
             "n": store.n,

@@ -7,35 +7,39 @@ Variants (seconds per example; ratios are what to read, this machine is shared a
               full-gradient flatten, TRAK BasicProjector regenerating Π on every call
   ref_kept    the same one-at-a-time procedure with the dense matrix generated once and kept
 
-Usage:
-  python bench/featurize.py --model-dir data/models/smollm2-135m-instruct \
+Usage (from the repository root):
+  python -m bench.featurize --model-dir data/smollm2-135m-instruct \
       --pool data/bigbench/pool.jsonl --out bench/results/featurize.json
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import platform
 import random
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.reference_less import KeptDenseProjector, TrakBasicProjector, reference_featurize  # noqa: E402
-from bench.report import write_report  # noqa: E402
-from indexer.jsonl import iter_examples  # noqa: E402
-from indexer.model_io import load_lora_model, load_tokenizer  # noqa: E402
-from less_core.config import LoraSettings, ProjectionConfig  # noqa: E402
-from less_core.data import collate, tokenize_example  # noqa: E402
-from less_core.featurize import Featurizer  # noqa: E402
-from less_core.lora_grads import PerExampleGradients  # noqa: E402
-from less_core.optimizer_state import AdamState  # noqa: E402
-from less_core.projectors import make_projector  # noqa: E402
+from bench._args import (
+    add_model_args,
+    add_threads_arg,
+    bench_parser,
+    command_line,
+    lora_settings,
+    start,
+)
+from bench.reference_less import KeptDenseProjector, TrakBasicProjector, reference_featurize
+from bench.report import write_report
+from indexer.jsonl import iter_examples
+from indexer.model_io import load_lora_model, load_tokenizer
+from less_core.config import ProjectionConfig
+from less_core.data import collate, tokenize_example
+from less_core.featurize import Featurizer
+from less_core.lora_grads import PerExampleGradients
+from less_core.optimizer_state import AdamState
+from less_core.projectors import make_projector
 
 log = logging.getLogger("bench.featurize")
 
@@ -58,8 +62,8 @@ def timed(fn) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model-dir", required=True)
+    ap = bench_parser("featurize", __doc__)
+    add_model_args(ap, lora_layers=True)
     ap.add_argument("--pool", required=True)
     ap.add_argument("--n", type=int, default=64, help="examples for the batched variants")
     ap.add_argument("--ref-n", type=int, default=32, help="examples for the one-at-a-time variants")
@@ -68,11 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--dim", type=int, default=2048, help="projection dim (ref_kept holds d x dim floats)"
     )
-    ap.add_argument("--lora-rank", type=int, default=8)
-    ap.add_argument("--lora-modules", default="q_proj,v_proj")
-    ap.add_argument(
-        "--lora-layers", default=None, help="comma-separated decoder layers (default all)"
-    )
     ap.add_argument("--dense-cache-mb", type=int, default=4096)
     ap.add_argument(
         "--kept-max-gb",
@@ -80,22 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         default=6.0,
         help="skip ref_kept when its d x dim float32 matrix would exceed this",
     )
-    ap.add_argument("--threads", type=int, default=None)
+    add_threads_arg(ap)
     ap.add_argument("--kinds", default="sjlt,rademacher", help="projector kinds to run for ours")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/results/featurize.json")
     ns = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if ns.threads:
-        torch.set_num_threads(ns.threads)
+    start(ns)
 
-    lora = LoraSettings(
-        rank=ns.lora_rank,
-        alpha=4 * ns.lora_rank,
-        dropout=0.0,
-        target_modules=tuple(ns.lora_modules.split(",")),
-        layers=tuple(int(x) for x in ns.lora_layers.split(",")) if ns.lora_layers else None,
-    )
+    lora = lora_settings(ns)
     tokenizer = load_tokenizer(ns.model_dir)
     model = load_lora_model(ns.model_dir, lora, torch.device("cpu"))
     torch.manual_seed(ns.seed)
@@ -193,8 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             ratios[f"ref_kept_over_ours_{kind}"] = results["ref_kept"]["s_per_example"] / ours
     report = {
         "benchmark": "featurize",
-        "command": "python bench/featurize.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line(ap, argv),
         "machine": {
             "platform": platform.platform(),
             "cpu_threads": torch.get_num_threads(),
