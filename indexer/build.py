@@ -33,6 +33,16 @@ from indexer.checkpoints import Checkpoint, discover_checkpoints, select_checkpo
 from indexer.config import BuildConfig
 from indexer.faiss_index import build_index
 from indexer.fsutil import atomic_write_json, sha256_file
+from indexer.manifest import (
+    FORMAT_VERSION,
+    CheckpointRecord,
+    FeaturesInfo,
+    HostInfo,
+    IndexInfo,
+    Manifest,
+    ModelInfo,
+    PoolInfo,
+)
 from indexer.model_io import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
@@ -43,6 +53,7 @@ from indexer.model_io import (
     read_lora_settings,
     resolve_device,
 )
+from indexer.optimizer_files import load_adam_state
 from indexer.progress import Progress
 from indexer.tokenized_pool import TokenizedPool, tokenize_pool
 from less_core.config import AdamFeatureConfig, ProjectionConfig, TokenizationConfig
@@ -50,7 +61,6 @@ from less_core.data import collate
 from less_core.errors import ConfigError, IndexMismatchError
 from less_core.featurize import Featurizer
 from less_core.lora_grads import PerExampleGradients
-from less_core.optimizer_state import load_adam_state
 from less_core.projectors import make_projector
 from less_core.scoring import checkpoint_weights
 
@@ -144,7 +154,7 @@ def _featurize_checkpoint(
 
 def build_key(req: BuildRequest, pool_sha: str, model_sha: str, ckpt_records: list[dict]) -> str:
     payload = {
-        "format": ds.FORMAT_VERSION,
+        "format": FORMAT_VERSION,
         "pool_sha256": pool_sha,
         "model_sha256": model_sha,
         "checkpoints": ckpt_records,
@@ -232,44 +242,44 @@ def build_datastore(req: BuildRequest) -> Path:
     for rec, w in zip(records, weights):
         rec["weight"] = float(w)
     timings["total_s"] = time.monotonic() - t_start
-    manifest = {
-        "format_version": ds.FORMAT_VERSION,
-        "version": version,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "code_version": less_core.__version__,
-        "model": {"id": req.model_id or req.model_dir.name, "sha256": model_sha},
-        "lora": lora.to_dict(),
-        "layout": grads.layout.to_dict(),
-        "checkpoints": records,
-        "projector": req.projection.to_dict(),
-        "features": {
-            "train_kind": "adam",
-            "target_kind": "sgd",
-            "adam": req.adam.to_dict(),
-            "dtype": req.build.feature_dtype,
-            "dim": req.projection.dim,
-            "normalized": "l2",
-        },
-        "tokenization": req.tokenization.to_dict(),
-        "build": req.build.to_dict(),
-        "index": {
-            "file": ds.INDEX if req.build.index_factory.lower() != "none" else None,
-            "factory": req.build.index_factory,
-            "metric": "inner_product",
-            "over": "concatenated checkpoint features, in manifest order",
-        },
-        "n": pool.n,
-        "n_skipped": pool.n_skipped,
-        "pool": {"file": req.pool_path.name, "sha256": pool_sha},
-        "ids_sha256": sha256_file(staging / ds.IDS),
-        "device": str(device),
-        "host": {"python": platform.python_version(), "torch": torch.__version__},
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-    }
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        version=version,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        code_version=less_core.__version__,
+        model=ModelInfo(id=req.model_id or req.model_dir.name, sha256=model_sha),
+        lora=lora,
+        layout=grads.layout,
+        checkpoints=tuple(CheckpointRecord(**r) for r in records),
+        projector=req.projection,
+        features=FeaturesInfo(
+            train_kind="adam",
+            target_kind="sgd",
+            adam=req.adam,
+            dtype=req.build.feature_dtype,
+            dim=req.projection.dim,
+            normalized="l2",
+        ),
+        tokenization=req.tokenization,
+        build=req.build,
+        index=IndexInfo(
+            file=ds.INDEX if req.build.index_factory.lower() != "none" else None,
+            factory=req.build.index_factory,
+            metric="inner_product",
+            over="concatenated checkpoint features, in manifest order",
+        ),
+        n=pool.n,
+        n_skipped=pool.n_skipped,
+        pool=PoolInfo(file=req.pool_path.name, sha256=pool_sha),
+        ids_sha256=sha256_file(staging / ds.IDS),
+        device=str(device),
+        host=HostInfo(python=platform.python_version(), torch=torch.__version__),
+        timings={k: round(v, 3) for k, v in timings.items()},
+    )
     # Only the published artifacts stay; staging internals go.
     shutil.rmtree(staging / "tokens")
     shutil.rmtree(staging / "progress")
-    (staging / ds.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    manifest.save(staging / ds.MANIFEST)
     ds.write_checksums(staging)
     published = ds.publish(staging, req.out_root, version)
     log.info("published datastore %s (%d examples, %d skipped)", published, pool.n, pool.n_skipped)

@@ -1,7 +1,9 @@
 """``less-index``: warmup, build, verify, info and select on the command line.
 
-Each subcommand parses its flags into config dataclasses and calls one library function. User
-errors print one line and exit with status 2; nothing prints a traceback for bad input.
+Each subcommand parses its flags into config dataclasses and calls one library function. Exit
+statuses follow ``less_wire.exit_codes`` like every CLI of the project: 0 ok, 2 a usage or input
+error (one line on stderr, no traceback), 1 unexpected (``verify`` also exits 1 when the
+datastore fails its checks), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,14 +14,24 @@ import logging
 import sys
 from pathlib import Path
 
+from less_wire import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNEXPECTED,
+    EXIT_USAGE,
+    InputFileError,
+    SelectRequest,
+    describe_validation_errors,
+    load_targets_jsonl,
+)
+from pydantic import ValidationError
+
 from indexer.cli_args import add_dataclass_args, dataclass_from_args
 from indexer.config import BuildConfig, WarmupConfig
-from indexer.jsonl import read_examples
 from less_core.config import (
     AdamFeatureConfig,
     LoraSettings,
     ProjectionConfig,
-    SelectionConfig,
     TokenizationConfig,
 )
 from less_core.errors import LessError
@@ -40,7 +52,7 @@ def _cmd_warmup(ns: argparse.Namespace) -> int:
         device=ns.device,
     )
     print(out)
-    return 0
+    return EXIT_OK
 
 
 def _parse_lrs(items: list[str] | None) -> dict[str, float] | None:
@@ -76,7 +88,7 @@ def _cmd_build(ns: argparse.Namespace) -> int:
         device=ns.device,
     )
     print(build_datastore(req))
-    return 0
+    return EXIT_OK
 
 
 def _cmd_info(ns: argparse.Namespace) -> int:
@@ -85,28 +97,20 @@ def _cmd_info(ns: argparse.Namespace) -> int:
     store = Datastore.open(ns.datastore, ns.version)
     m = store.manifest
     if ns.json:
-        print(json.dumps(m, indent=2, sort_keys=True))
-        return 0
-    proj = m["projector"]
-    print(f"datastore {store.root} version {store.version} (created {m['created_at']})")
-    print(f"  model      {m['model']['id']} sha256 {m['model']['sha256'][:12]}")
-    print(f"  examples   {m['n']} indexed, {m['n_skipped']} skipped; pool {m['pool']['file']}")
-    print(
-        f"  projector  {proj['kind']} dim {proj['dim']} seed {proj['seed']} scope {proj['scope']}"
-    )
-    print(
-        f"  features   {m['features']['dtype']}, train {m['features']['train_kind']}, targets {m['features']['target_kind']}"
-    )
-    lora = m["lora"]
-    print(
-        f"  lora       rank {lora['rank']} alpha {lora['alpha']} on {','.join(lora['target_modules'])}"
-    )
-    for c in m["checkpoints"]:
-        print(
-            f"  checkpoint {c['name']:<20} step {c['step']:<6} lr {c['lr']:.3e} weight {c['weight']:.4f}"
-        )
-    print(f"  timings    {m['timings']}")
-    return 0
+        print(json.dumps(m.model_dump(mode="json"), indent=2, sort_keys=True))
+        return EXIT_OK
+    proj, feats, lora = m.projector, m.features, m.lora
+    print(f"datastore {store.root} version {store.version} (created {m.created_at})")
+    print(f"  model      {m.model.id} sha256 {m.model.sha256[:12]}")
+    print(f"  examples   {m.n} indexed, {m.n_skipped} skipped; pool {m.pool.file}")
+    print(f"  projector  {proj.kind} dim {proj.dim} seed {proj.seed} scope {proj.scope}")
+    print(f"  features   {feats.dtype}, train {feats.train_kind}, targets {feats.target_kind}")
+    print(f"  lora       rank {lora.rank} alpha {lora.alpha} on {','.join(lora.target_modules)}")
+    for c in m.checkpoints:
+        step = "-" if c.step is None else str(c.step)
+        print(f"  checkpoint {c.name:<20} step {step:<6} lr {c.lr:.3e} weight {c.weight:.4f}")
+    print(f"  timings    {m.timings}")
+    return EXIT_OK
 
 
 def _cmd_verify(ns: argparse.Namespace) -> int:
@@ -133,23 +137,27 @@ def _cmd_verify(ns: argparse.Namespace) -> int:
             indent=2,
         )
     )
-    return 0 if report.ok else 1
+    return EXIT_OK if report.ok else EXIT_UNEXPECTED
 
 
 def _cmd_select(ns: argparse.Namespace) -> int:
     from indexer.datastore import Datastore
     from indexer.query import QueryEngine
+    from indexer.requests import examples_from_targets, selection_config
     from indexer.selection_io import write_selection
 
-    config = SelectionConfig(
-        k=ns.k,
-        fraction=ns.fraction,
-        aggregate=ns.aggregate,
-        checkpoints=tuple(ns.checkpoints.split(",")) if ns.checkpoints else None,
+    # The same request model as the service's: targets validated once, same k/fraction rule.
+    request = SelectRequest.model_validate(
+        {
+            "targets": load_targets_jsonl(ns.targets),
+            "k": ns.k,
+            "fraction": ns.fraction,
+            "aggregate": ns.aggregate,
+            "checkpoints": ns.checkpoints.split(",") if ns.checkpoints else None,
+        }
     )
-    targets = read_examples(ns.targets, require_id=False)
     engine = QueryEngine(Datastore.open(ns.datastore, ns.version), ns.model_dir, ns.device)
-    selection = engine.select(targets, config)
+    selection = engine.select(examples_from_targets(request.targets), selection_config(request))
     write_selection(selection, Path(ns.out), pool_path=Path(ns.pool) if ns.pool else None)
     log.info(
         "selected %d of %d (gradient %.0f ms, search %.0f ms) -> %s",
@@ -159,7 +167,7 @@ def _cmd_select(ns: argparse.Namespace) -> int:
         selection.search_ms,
         ns.out,
     )
-    return 0
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,16 +250,19 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        return ns.func(ns)
-    except (LessError, OSError) as exc:
-        print(f"less-index {ns.command}: error: {exc}", file=sys.stderr)
-        return 2
+        status: int = ns.func(ns)
+        return status
+    except ValidationError as exc:
+        return _fail(ns, describe_validation_errors(exc.errors()), EXIT_USAGE)
+    except (LessError, InputFileError, OSError) as exc:
+        return _fail(ns, str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
-        print(
-            f"less-index {ns.command}: interrupted; run the same command again to resume",
-            file=sys.stderr,
-        )
-        return 130
+        return _fail(ns, "interrupted; run the same command again to resume", EXIT_INTERRUPTED)
+
+
+def _fail(ns: argparse.Namespace, message: str, status: int) -> int:
+    print(f"less-index {ns.command}: error: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str =
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        # argparse %-formats help strings: a literal "%" (as in "5 %") must be doubled.
+        help_text = f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%")
         flag, dest = _flag(prefix, f.name), _dest(prefix, f.name)
         kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": help_text}
         args = [a for a in get_args(hint) if a is not type(None)]
@@ -36,7 +37,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str =
             kwargs["choices"] = list(get_args(base))
         elif get_origin(base) is tuple:
             inner = get_args(base)[0]
-            kwargs["type"] = lambda s, inner=inner: tuple(inner(x) for x in s.split(",") if x)
+            kwargs["type"] = lambda s, inner=inner: tuple(
+                inner(x.strip()) for x in s.split(",") if x.strip()
+            )
             kwargs["metavar"] = "A,B,..."
         else:
             kwargs["type"] = base

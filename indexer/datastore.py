@@ -20,15 +20,13 @@ import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from indexer.fsutil import atomic_write_text, fsync_dir, fsync_tree, sha256_file
+from indexer.manifest import Manifest
 from less_core.errors import CheckpointNotFoundError, IndexNotFoundError, IntegrityError
-from less_core.scoring import checkpoint_weights
 
-FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 IDS = "ids.txt"
 CHECKSUMS = "checksums.json"
@@ -92,19 +90,22 @@ class Datastore:
 
     root: Path
     version: str
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @classmethod
     def open(cls, root: str | Path, version: str | None = None) -> Datastore:
+        """Opens a published version (``CURRENT`` by default), validating its manifest.
+
+        Raises:
+            IndexNotFoundError: no such datastore or version.
+            IntegrityError: the manifest is unreadable or invalid.
+        """
         root = Path(root)
         version = version or current_version(root)
         path = root / "versions" / version / MANIFEST
         if not path.is_file():
             raise IndexNotFoundError(f"datastore version {version!r} not found under {root}")
-        manifest = json.loads(path.read_text())
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise IntegrityError(f"unsupported datastore format {manifest.get('format_version')!r}")
-        return cls(root, version, manifest)
+        return cls(root, version, Manifest.load(path))
 
     @property
     def path(self) -> Path:
@@ -112,11 +113,11 @@ class Datastore:
 
     @property
     def n(self) -> int:
-        return int(self.manifest["n"])
+        return self.manifest.n
 
     @property
     def checkpoint_names(self) -> list[str]:
-        return [c["name"] for c in self.manifest["checkpoints"]]
+        return self.manifest.checkpoint_names
 
     @cached_property
     def ids(self) -> list[str]:
@@ -136,19 +137,6 @@ class Datastore:
                 f"unknown checkpoint {checkpoint!r}; have {self.checkpoint_names}"
             )
         return np.load(self.path / feature_file(checkpoint), mmap_mode="c")
-
-    def weights(self, checkpoints: list[str] | None = None) -> tuple[list[str], np.ndarray]:
-        """Chosen checkpoints (all by default) and their lr weights renormalised over them."""
-        names = checkpoints or self.checkpoint_names
-        lrs = {c["name"]: c["lr"] for c in self.manifest["checkpoints"]}
-        missing = [c for c in names if c not in lrs]
-        if missing:
-            raise CheckpointNotFoundError(
-                f"unknown checkpoint(s) {missing}; have {self.checkpoint_names}"
-            )
-        if len(set(names)) != len(names):
-            raise CheckpointNotFoundError(f"checkpoint listed twice in {names}")
-        return list(names), checkpoint_weights([lrs[c] for c in names])
 
     def verify_checksums(self) -> list[str]:
         """Names of files whose sha256 differs from ``checksums.json`` (empty if all match)."""

@@ -2,14 +2,17 @@
 
 ``QueryEngine`` owns the base model with the datastore's LoRA layout, each checkpoint's adapter
 weights (kept in memory and swapped in), the projector rebuilt from the manifest, and the
-memory-mapped features. ``select_many`` serves several requests at once: one adapter swap per
-checkpoint for all of them and one pass over the features for all their queries. Each request's
-targets are still batched on their own, so its answer is the same alone or batched.
+memory-mapped features. A request reaches it as a ``TargetQuery``: targets tokenized once (with
+the length limit checked on that one pass), checkpoint weights and k resolved once
+(``prepare``). ``select_many`` serves several queries at once: one adapter swap per checkpoint
+for all of them and one pass over the features for all their queries. Each request's targets
+are still batched on their own, so its answer is the same alone or batched.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,18 +30,39 @@ from indexer.model_io import (
     model_fingerprint,
     resolve_device,
 )
-from less_core.config import LoraSettings, ProjectionConfig, SelectionConfig, TokenizationConfig
+from less_core.config import Aggregate, SelectionConfig
 from less_core.data import Example, TokenizedExample, collate, tokenize_example
 from less_core.errors import DataError, IndexMismatchError
 from less_core.featurize import Featurizer
 from less_core.lora_grads import PerExampleGradients
-from less_core.projectors import ModuleLayout, make_projector
+from less_core.projectors import make_projector
 from less_core.scoring import subtask_queries
 from less_core.search import QuerySet, scan_select
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SUBTASK = "default"
+
+
+@dataclass(frozen=True)
+class TargetQuery:
+    """One request, ready for the engine: nothing in it is tokenized or resolved again.
+
+    Attributes:
+        targets: tokenized target examples, truncated to the datastore's max_length.
+        subtasks: subtask label of each target.
+        checkpoints: checkpoint names to score with, in manifest order.
+        weights: their weights w_c (renormalised over the chosen checkpoints).
+        k: rows to return.
+        aggregate: how subtask scores combine.
+    """
+
+    targets: Sequence[TokenizedExample]
+    subtasks: Sequence[str]
+    checkpoints: tuple[str, ...]
+    weights: tuple[float, ...]
+    k: int
+    aggregate: Aggregate
 
 
 @dataclass(frozen=True)
@@ -67,25 +91,20 @@ class QueryEngine:
         target_batch_size: int | None = None,
     ):
         manifest = store.manifest
-        if check_model and model_fingerprint(model_dir) != manifest["model"]["sha256"]:
+        if check_model and model_fingerprint(model_dir) != manifest.model.sha256:
             raise IndexMismatchError(
                 f"model at {model_dir} is not the model datastore {store.version} was built with"
             )
         self.store = store
         self.device = resolve_device(device)
         self.tokenizer = load_tokenizer(model_dir)
-        self.tokenization = TokenizationConfig.from_dict(manifest["tokenization"])
-        self.model = load_lora_model(
-            model_dir, LoraSettings.from_dict(manifest["lora"]), self.device
-        )
+        self.tokenization = manifest.tokenization
+        self.model = load_lora_model(model_dir, manifest.lora, self.device)
         self.grads = PerExampleGradients(self.model)
-        stored = ModuleLayout(
-            tuple(manifest["layout"]["names"]), tuple(manifest["layout"]["sizes"])
-        )
-        if stored != self.grads.layout:
+        if manifest.layout != self.grads.layout:
             raise IndexMismatchError("the model's LoRA layout differs from the datastore's")
-        self.projector = make_projector(ProjectionConfig.from_dict(manifest["projector"]), stored)
-        self.batch_size = target_batch_size or int(manifest["build"]["batch_size"])
+        self.projector = make_projector(manifest.projector, manifest.layout)
+        self.batch_size = target_batch_size or manifest.build.batch_size
         self.adapters = {
             name: load_file(
                 str(store.path / "adapters" / name / ADAPTER_WEIGHTS), device=str(self.device)
@@ -99,19 +118,64 @@ class QueryEngine:
     def n(self) -> int:
         return self.store.n
 
-    def tokenize_targets(self, examples: Sequence[Example]) -> list[TokenizedExample]:
-        """Tokenize targets; one whose response is truncated away is an error naming it."""
+    def tokenize_targets(
+        self, examples: Sequence[Example], max_tokens: int | None = None
+    ) -> list[TokenizedExample]:
+        """Tokenizes each target once, checks its length, truncates it to max_length.
+
+        Args:
+            examples: target examples.
+            max_tokens: refuse a target longer than this many tokens (untruncated); None: no
+                limit beyond truncation to the datastore's max_length.
+
+        Raises:
+            DataError: no targets, a target over ``max_tokens``, or one whose response is
+                truncated away; the message names the target.
+        """
         if not examples:
             raise DataError("no targets given")
+        max_length = self.tokenization.max_length
         out = []
         for i, ex in enumerate(examples):
-            tok = tokenize_example(self.tokenizer, ex, self.tokenization.max_length)
+            full = tokenize_example(self.tokenizer, ex, sys.maxsize)
+            if max_tokens is not None and len(full.input_ids) > max_tokens:
+                raise DataError(
+                    f"targets[{i}] has {len(full.input_ids)} tokens, "
+                    f"more than the limit of {max_tokens}"
+                )
+            tok = full.truncated(max_length)
             if tok.n_response_tokens == 0:
                 raise DataError(
-                    f"target {ex.id or i}: response truncated away at max_length={self.tokenization.max_length}"
+                    f"target {ex.id or i}: response truncated away at max_length={max_length}"
                 )
             out.append(tok)
         return out
+
+    def resolve(self, config: SelectionConfig) -> tuple[tuple[str, ...], tuple[float, ...], int]:
+        """Checkpoint names (manifest order), their weights and k for a selection config.
+
+        Raises:
+            CheckpointNotFoundError: an unknown checkpoint name.
+            ConfigError: k larger than the pool, or a fraction selecting no row.
+        """
+        names, weights = self.store.manifest.weights(
+            list(config.checkpoints) if config.checkpoints else None
+        )
+        return tuple(names), tuple(float(w) for w in weights), config.resolve_k(self.n)
+
+    def prepare(
+        self, examples: Sequence[Example], config: SelectionConfig, max_tokens: int | None = None
+    ) -> TargetQuery:
+        """A ``TargetQuery`` from examples and a config (tokenized and resolved once)."""
+        checkpoints, weights, k = self.resolve(config)
+        return TargetQuery(
+            targets=self.tokenize_targets(examples, max_tokens),
+            subtasks=[ex.subtask or DEFAULT_SUBTASK for ex in examples],
+            checkpoints=checkpoints,
+            weights=weights,
+            k=k,
+            aggregate=config.aggregate,
+        )
 
     def target_features(
         self, groups: Sequence[Sequence[TokenizedExample]], checkpoints: Sequence[str]
@@ -144,41 +208,34 @@ class QueryEngine:
 
     def select_many(
         self,
-        requests: Sequence[tuple[Sequence[Example], SelectionConfig]],
+        queries: Sequence[TargetQuery],
         on_gradients: Callable[[], None] | None = None,
     ) -> list[Selection]:
-        """Answer several requests with one adapter swap per checkpoint and one search pass.
+        """Answer several queries with one adapter swap per checkpoint and one search pass.
 
         ``on_gradients`` is called once the target features are computed, before the search
         (progress reporting for jobs).
         """
         t0 = time.perf_counter()
-        groups, request_weights, needed = [], [], []
-        for examples, config in requests:
-            groups.append(self.tokenize_targets(examples))
-            names, weights = self.store.weights(
-                list(config.checkpoints) if config.checkpoints else None
-            )
-            request_weights.append(dict(zip(names, weights)))
-            needed.extend(n for n in names if n not in needed)
-        needed = [n for n in self.store.checkpoint_names if n in needed]  # manifest order
-        feats = self.target_features(groups, needed)
+        wanted = {name for q in queries for name in q.checkpoints}
+        needed = [n for n in self.store.checkpoint_names if n in wanted]  # manifest order
+        feats = self.target_features([q.targets for q in queries], needed)
         t1 = time.perf_counter()
         if on_gradients is not None:
             on_gradients()
 
         query_sets, subtask_names = [], []
-        for (examples, config), group_feats, w in zip(requests, feats, request_weights):
-            labels = [ex.subtask or DEFAULT_SUBTASK for ex in examples]
+        for query, group_feats in zip(queries, feats):
+            weight_of = dict(zip(query.checkpoints, query.weights))
             # Checkpoints a request leaves out get weight 0, so every query spans `needed`.
-            subtasks, queries = subtask_queries(
-                group_feats, labels, [float(w.get(n, 0.0)) for n in needed]
+            subtasks, vectors = subtask_queries(
+                group_feats, list(query.subtasks), [weight_of.get(n, 0.0) for n in needed]
             )
-            query_sets.append(QuerySet(queries, config.resolve_k(self.n), config.aggregate))
+            query_sets.append(QuerySet(vectors, query.k, query.aggregate))
             subtask_names.append(subtasks)
         results = scan_select([self.features[n] for n in needed], query_sets, device=self.device)
         t2 = time.perf_counter()
-        share = 1.0 / len(requests)
+        share = 1.0 / len(queries)
         return [
             Selection(
                 ids=[self._ids[r] for r in res.rows.tolist()],
@@ -193,4 +250,5 @@ class QueryEngine:
         ]
 
     def select(self, examples: Sequence[Example], config: SelectionConfig) -> Selection:
-        return self.select_many([(examples, config)])[0]
+        """One selection from examples (tokenized once) and a config."""
+        return self.select_many([self.prepare(examples, config)])[0]

@@ -1,33 +1,36 @@
-"""Writing a selection as JSONL: ids with scores, or the selected pool rows."""
+"""Writing an engine ``Selection`` in the project's one selection-file format (``less_wire``).
+
+``less-index select`` and ``less-select`` write the same file: one ``SelectionRecord`` per line
+in rank order, or the selected pool rows with ``rank``/``score``/``subtask`` added.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from indexer.fsutil import atomic_write_text
-from indexer.jsonl import iter_jsonl
+from less_wire import SelectedExample, write_selected_ids, write_selected_rows
+
 from indexer.query import Selection
-from less_core.errors import DataError
 
 
-def write_selection(selection: Selection, out: Path, pool_path: Path | None = None) -> None:
-    """Write ``{rank, id, score, subtask}`` lines, or the pool rows (with those fields added)."""
-    records = [
-        {"rank": i + 1, "id": ex_id, "score": score, "subtask": sub}
-        for i, (ex_id, score, sub) in enumerate(
-            zip(selection.ids, selection.scores, selection.subtasks)
-        )
+def selected_examples(selection: Selection, return_scores: bool = True) -> list[SelectedExample]:
+    """The wire view of a selection, best first (scores left out unless asked for)."""
+    return [
+        SelectedExample(id=i, score=s if return_scores else None, subtask=t)
+        for i, s, t in zip(selection.ids, selection.scores, selection.subtasks)
     ]
+
+
+def write_selection(selection: Selection, out: Path, pool_path: Path | None = None) -> int:
+    """Writes the selection's records, or its pool rows when ``pool_path`` is given.
+
+    Returns:
+        The number of lines written.
+
+    Raises:
+        InputFileError: a selected id is missing from (or twice in) the pool; nothing is written.
+    """
+    selected = selected_examples(selection)
     if pool_path is not None:
-        wanted = {r["id"]: r for r in records}
-        rows: dict[str, dict] = {}
-        for _, row in iter_jsonl(pool_path):
-            key = str(row.get("id"))
-            if key in wanted:
-                rows[key] = {**row, **{k: wanted[key][k] for k in ("rank", "score", "subtask")}}
-        missing = [k for k in wanted if k not in rows]
-        if missing:
-            raise DataError(f"{pool_path}: selected ids not in the pool, e.g. {missing[:3]}")
-        records = [rows[r["id"]] for r in records]
-    atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        return write_selected_rows(selected, pool_path, out)
+    return write_selected_ids(selected, out)

@@ -13,12 +13,11 @@ from indexer.datastore import Datastore
 from indexer.fsutil import sha256_file
 from indexer.jsonl import iter_examples
 from indexer.model_io import load_adapter_weights, load_lora_model, load_tokenizer, resolve_device
-from less_core.config import AdamFeatureConfig, LoraSettings, ProjectionConfig
+from indexer.optimizer_files import load_adam_state
 from less_core.data import collate, tokenize_example
 from less_core.errors import IntegrityError
 from less_core.featurize import Featurizer
 from less_core.lora_grads import PerExampleGradients
-from less_core.optimizer_state import load_adam_state
 from less_core.projectors import make_projector
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ def verify_datastore(
         report.problems.append("duplicate ids")
     for name in store.checkpoint_names:
         f = store.features(name)
-        if f.shape != (store.n, m["features"]["dim"]) or str(f.dtype) != m["features"]["dtype"]:
+        if f.shape != (store.n, m.features.dim) or str(f.dtype) != m.features.dtype:
             report.problems.append(
                 f"{name}: features {f.shape} {f.dtype} do not match the manifest"
             )
@@ -73,7 +72,7 @@ def verify_datastore(
                 break
     if model_dir is None or pool_path is None or warmup_dir is None:
         return report
-    if sha256_file(pool_path) != m["pool"]["sha256"]:
+    if sha256_file(pool_path) != m.pool.sha256:
         raise IntegrityError(f"{pool_path} is not the pool this datastore was built from")
     rows = np.sort(
         np.random.default_rng(seed).choice(store.n, size=min(sample, store.n), replace=False)
@@ -82,28 +81,26 @@ def verify_datastore(
     examples = {ex.id: ex for ex in iter_examples(pool_path) if ex.id in wanted}
     tokenizer = load_tokenizer(model_dir)
     toks = [
-        tokenize_example(tokenizer, examples[ids[r]], m["tokenization"]["max_length"]) for r in rows
+        tokenize_example(tokenizer, examples[ids[r]], m.tokenization.max_length) for r in rows
     ]
     dev = resolve_device(device)
-    model = load_lora_model(model_dir, LoraSettings.from_dict(m["lora"]), dev)
+    model = load_lora_model(model_dir, m.lora, dev)
     grads = PerExampleGradients(model)
-    projector = make_projector(ProjectionConfig.from_dict(m["projector"]), grads.layout)
+    projector = make_projector(m.projector, grads.layout)
     shapes = [p.module.weight.shape for p in grads.params]
     by_name = {
         c.name: c
         for c in select_checkpoints(discover_checkpoints(warmup_dir), store.checkpoint_names)
     }
     batch = collate(toks, tokenizer.pad_token_id).to(dev)
-    for rec in m["checkpoints"]:
-        ckpt = by_name[rec["name"]]
-        if sha256_file(ckpt.optimizer_state_path) != rec["optimizer_sha256"]:
+    for rec in m.checkpoints:
+        ckpt = by_name[rec.name]
+        if sha256_file(ckpt.optimizer_state_path) != rec.optimizer_sha256:
             report.problems.append(f"{ckpt.name}: optimizer state differs from the one indexed")
             continue
         load_adapter_weights(model, ckpt.path)
         adam = load_adam_state(ckpt.optimizer_state_path, list(grads.layout.names), shapes)
-        fresh = Featurizer(
-            grads, projector, adam, AdamFeatureConfig.from_dict(m["features"]["adam"])
-        )(batch)[0]
+        fresh = Featurizer(grads, projector, adam, m.features.adam)(batch)[0]
         stored = np.asarray(store.features(ckpt.name)[rows], dtype=np.float32)
         cos = (fresh.cpu().numpy() * stored).sum(axis=1)
         report.min_cosine[ckpt.name] = float(cos.min())

@@ -13,6 +13,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+# The paper's 5 %: one constant for the library and the API (the wire contract is pydantic-only).
+from less_wire import DEFAULT_FRACTION
+
 from less_core.errors import ConfigError
 
 ProjectorKind = Literal["rademacher", "sjlt"]
@@ -170,10 +173,24 @@ class SelectionConfig(Config):
         )
 
     def resolve_k(self, n: int) -> int:
-        """Number of examples to return from a pool of ``n`` (default 5 %)."""
+        """Number of examples to return from a pool of ``n``.
+
+        The default (neither ``k`` nor ``fraction``) is 5 %, at least one row. A ``fraction``
+        given explicitly that rounds to no row at all is an error rather than a silent 1: the
+        caller asked for a share, and should ask for ``k`` instead.
+
+        Raises:
+            ConfigError: ``k`` exceeds ``n``, or ``fraction`` of ``n`` rounds to zero rows.
+        """
         if self.k is not None:
             if self.k > n:
                 raise ConfigError(f"k={self.k} exceeds the pool size {n}")
             return self.k
-        fraction = 0.05 if self.fraction is None else self.fraction
-        return max(1, min(n, round(fraction * n)))
+        if self.fraction is None:
+            return max(1, min(n, round(DEFAULT_FRACTION * n)))
+        k = min(n, round(self.fraction * n))
+        if k == 0:
+            raise ConfigError(
+                f"fraction={self.fraction} of {n} examples selects none; give k instead"
+            )
+        return k

@@ -111,6 +111,12 @@ class TokenizedExample:
         # Labels are shifted inside the loss: position 0 never counts as a target.
         return sum(1 for t in self.labels[1:] if t != IGNORE_INDEX)
 
+    def truncated(self, max_length: int) -> TokenizedExample:
+        """The first ``max_length`` tokens (itself when already that short)."""
+        if len(self.input_ids) <= max_length:
+            return self
+        return TokenizedExample(self.input_ids[:max_length], self.labels[:max_length])
+
 
 def ensure_chat_template(tokenizer: Any) -> None:
     """Give a tokenizer without a chat template the fallback (Tulu) template."""
@@ -158,7 +164,7 @@ def tokenize_example(tokenizer: Any, example: Example, max_length: int) -> Token
                     f"example {example.id!r}: chat template does not render prefixes consistently"
                 )
             labels[start : len(end_ids)] = ids[start : len(end_ids)]
-    return TokenizedExample(ids[:max_length], labels[:max_length])
+    return TokenizedExample(ids, labels).truncated(max_length)
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,11 @@ from less_wire import (
     selection_records,
 )
 
+from indexer.selection_io import selected_examples
 from less_core.errors import LessError
 from service.errors import ServiceError, less_error_status
 from service.registry import Registry
-from service.selector import Selector, selected_examples
+from service.selector import Selector
 from service.settings import JOBS_DB
 
 log = logging.getLogger(__name__)

@@ -35,14 +35,17 @@ def summarize(name: str, store: Datastore) -> DatastoreSummary:
     return DatastoreSummary(
         name=name,
         version=store.version,
-        model_id=str(m["model"]["id"]),
+        model_id=m.model.id,
         n_examples=store.n,
-        checkpoints=[
-            CheckpointInfo(name=c["name"], lr=c["lr"], weight=c["weight"]) for c in m["checkpoints"]
-        ],
-        projector=ProjectorInfo(**{k: m["projector"][k] for k in ("kind", "dim", "seed", "scope")}),
-        feature_dtype=str(m["features"]["dtype"]),
-        created_at=str(m["created_at"]),
+        checkpoints=[CheckpointInfo(name=c.name, lr=c.lr, weight=c.weight) for c in m.checkpoints],
+        projector=ProjectorInfo(
+            kind=m.projector.kind,
+            dim=m.projector.dim,
+            seed=m.projector.seed,
+            scope=m.projector.scope,
+        ),
+        feature_dtype=m.features.dtype,
+        created_at=m.created_at,
     )
 
 
@@ -137,7 +140,7 @@ class Registry:
         return (
             configured
             if configured is not None
-            else int(self.store(name).manifest["tokenization"]["max_length"])
+            else self.store(name).manifest.tokenization.max_length
         )
 
 

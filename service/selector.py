@@ -1,7 +1,9 @@
 """From a ``SelectRequest`` to a ``SelectResponse``: limits, cache, worker, timeout, usage log.
 
-Checks that need no tokenizer (target count, k against N, checkpoint names) run here in the
-request path; token lengths are checked in the worker, which owns the tokenizer.
+The request was validated when it was parsed. Checks that need no tokenizer (target count, k
+against N, checkpoint names) run here in the request path and resolve k and the checkpoint
+weights once; the worker, which owns the tokenizer, tokenizes each target once (checking its
+length on that pass) and hands the engine a ready ``TargetQuery``.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from less_wire import SelectedExample, SelectRequest, SelectResponse, Timings
+from less_wire import SelectRequest, SelectResponse, Timings
 
 from indexer.query import Selection
-from less_core.config import SelectionConfig
+from indexer.requests import examples_from_targets, selection_config
+from indexer.selection_io import selected_examples
 from less_core.data import Example
 from service.auth import Team
 from service.cache import SelectionCache, cache_key
@@ -32,28 +35,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Prepared:
-    """A validated request, ready for the worker."""
+    """A checked request with its size and checkpoint weights resolved, ready for the worker."""
 
     datastore: str
     version: str
     request: SelectRequest
     examples: list[Example]
-    config: SelectionConfig
+    checkpoints: tuple[str, ...]
+    weights: tuple[float, ...]
     k: int
-
-
-def to_examples(request: SelectRequest) -> list[Example]:
-    return [
-        Example.from_dict(t.model_dump(exclude_none=True), require_id=False)
-        for t in request.targets
-    ]
-
-
-def selected_examples(selection: Selection, return_scores: bool) -> list[SelectedExample]:
-    return [
-        SelectedExample(id=i, score=s if return_scores else None, subtask=t)
-        for i, s, t in zip(selection.ids, selection.scores, selection.subtasks)
-    ]
 
 
 class Selector:
@@ -85,22 +75,20 @@ class Selector:
             raise invalid(
                 f"{len(request.targets)} targets given; at most {self.settings.max_targets} allowed"
             )
-        checkpoints = tuple(request.checkpoints) if request.checkpoints else None
-        config = SelectionConfig(
-            k=request.k,
-            fraction=request.fraction,
-            aggregate=request.aggregate,
-            checkpoints=checkpoints,
-        )
-        if request.fraction is not None and round(request.fraction * store.n) == 0:
-            raise invalid(
-                f"fraction={request.fraction} of {store.n} examples selects none; give k instead"
-            )
+        config = selection_config(request)
         k = config.resolve_k(store.n)
         if self.settings.max_k is not None and k > self.settings.max_k:
             raise invalid(f"k={k} exceeds this service's limit of {self.settings.max_k}; use a job")
-        store.weights(list(checkpoints) if checkpoints else None)  # names the unknown checkpoint
-        return Prepared(name, store.version, request, to_examples(request), config, k)
+        names, weights = store.manifest.weights(list(config.checkpoints or ()) or None)
+        return Prepared(
+            name,
+            store.version,
+            request,
+            examples_from_targets(request.targets),
+            tuple(names),
+            tuple(float(w) for w in weights),
+            k,
+        )
 
     def submit(
         self,
@@ -110,11 +98,14 @@ class Selector:
         timeout: float | None = None,
     ) -> tuple[WorkItem, Future[Selection]]:
         item = WorkItem(
-            prepared.datastore,
-            prepared.examples,
-            prepared.config,
-            self.registry.max_target_tokens(prepared.datastore),
-            on_gradients,
+            datastore=prepared.datastore,
+            examples=prepared.examples,
+            checkpoints=prepared.checkpoints,
+            weights=prepared.weights,
+            k=prepared.k,
+            aggregate=prepared.request.aggregate,
+            max_tokens=self.registry.max_target_tokens(prepared.datastore),
+            on_gradients=on_gradients,
         )
         return item, self.worker.submit(item, block=block, timeout=timeout)
 

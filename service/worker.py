@@ -5,16 +5,16 @@ carrying a ``concurrent.futures.Future``. The worker takes the first pending ite
 taking items for up to ``batch_window_ms`` (or until ``max_batch_requests``), sets aside those
 for other datastores for the next round, and answers the batch with ONE
 ``QueryEngine.select_many`` call: one adapter swap per checkpoint and one pass over the features
-for all of them, while each request's own numbers stay what they would be alone. Before that call each request's targets are tokenized on
-their own and checked against the token limit, so one bad request fails alone. Routes await the
-futures through ``asyncio.wrap_future``, which resolves them on the event loop.
+for all of them, while each request's own numbers stay what they would be alone. Before that
+call each request's targets are tokenized, once, on their own, with the token limit checked on
+that same pass, so one bad request fails alone. Routes await the futures through
+``asyncio.wrap_future``, which resolves them on the event loop.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import sys
 import threading
 import time
 from collections import deque
@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from indexer.query import QueryEngine, Selection
-from less_core.config import SelectionConfig
-from less_core.data import Example, tokenize_example
-from less_core.errors import DataError
+from indexer.query import DEFAULT_SUBTASK, QueryEngine, Selection, TargetQuery
+from less_core.config import Aggregate
+from less_core.data import Example
+from less_core.errors import LessError
 from service.errors import ServiceError
 from service.metrics import Metrics
 from service.registry import Registry
@@ -42,8 +42,11 @@ class WorkItem:
 
     Attributes:
         datastore: Datastore name.
-        examples: Target examples.
-        config: Selection size, aggregation and checkpoints.
+        examples: Target examples (validated, not yet tokenized).
+        checkpoints: Checkpoint names to score with, resolved by the selector.
+        weights: Their weights.
+        k: Rows to return.
+        aggregate: How subtask scores combine.
         max_tokens: Token limit per target.
         on_gradients: Called (in the worker) once the target gradients are computed.
         future: Resolved with the ``Selection`` or the error for this request.
@@ -53,7 +56,10 @@ class WorkItem:
 
     datastore: str
     examples: Sequence[Example]
-    config: SelectionConfig
+    checkpoints: tuple[str, ...]
+    weights: tuple[float, ...]
+    k: int
+    aggregate: Aggregate
     max_tokens: int
     on_gradients: Callable[[], None] | None = None
     future: Future[Selection] = field(default_factory=Future)
@@ -61,17 +67,20 @@ class WorkItem:
     queue_ms: float = 0.0
 
 
-def check_target_lengths(engine: QueryEngine, examples: Sequence[Example], limit: int) -> None:
-    """Tokenizes each target untruncated and refuses one longer than ``limit`` tokens.
+def target_query(engine: QueryEngine, item: WorkItem) -> TargetQuery:
+    """The engine's query for a work item: its targets tokenized once, length-checked.
 
     Raises:
-        DataError: naming the offending target's index and its length.
+        DataError: a target over the token limit or with its response truncated away.
     """
-    for i, example in enumerate(examples):
-        n_tokens = len(tokenize_example(engine.tokenizer, example, sys.maxsize).input_ids)
-        if n_tokens > limit:
-            raise DataError(f"targets[{i}] has {n_tokens} tokens, more than the limit of {limit}")
-    engine.tokenize_targets(examples)  # the engine's own checks (response survives truncation)
+    return TargetQuery(
+        targets=engine.tokenize_targets(item.examples, item.max_tokens),
+        subtasks=[ex.subtask or DEFAULT_SUBTASK for ex in item.examples],
+        checkpoints=item.checkpoints,
+        weights=item.weights,
+        k=item.k,
+        aggregate=item.aggregate,
+    )
 
 
 class Worker:
@@ -188,16 +197,17 @@ class Worker:
         for item in live:
             item.queue_ms = (start - item.enqueued) * 1000
             try:
-                check_target_lengths(engine, item.examples, item.max_tokens)
-            except DataError as exc:
+                valid.append((item, target_query(engine, item)))
+            except LessError as exc:
                 item.future.set_exception(exc)
-            else:
-                valid.append(item)
+            except Exception as exc:  # a target the tokenizer chokes on fails its request alone
+                log.exception("tokenizing a request's targets failed")
+                item.future.set_exception(exc)
         if valid:
             self._select(engine, valid)
 
-    def _select(self, engine: QueryEngine, items: list[WorkItem]) -> None:
-        hooks = [item.on_gradients for item in items if item.on_gradients is not None]
+    def _select(self, engine: QueryEngine, items: list[tuple[WorkItem, TargetQuery]]) -> None:
+        hooks = [item.on_gradients for item, _ in items if item.on_gradients is not None]
 
         def gradients_done() -> None:
             for hook in hooks:
@@ -207,19 +217,17 @@ class Worker:
                     log.exception("progress hook failed")
 
         try:
-            results = engine.select_many(
-                [(item.examples, item.config) for item in items], gradients_done
-            )
+            results = engine.select_many([query for _, query in items], gradients_done)
         except Exception as exc:  # unexpected: retry one by one so one request cannot fail the rest
             if len(items) == 1:
-                items[0].future.set_exception(exc)
+                items[0][0].future.set_exception(exc)
                 return
             log.warning(
                 "batch of %d failed (%s); answering its requests one by one", len(items), exc
             )
-            for item in items:
-                self._select(engine, [item])
+            for pair in items:
+                self._select(engine, [pair])
             return
         self.metrics.batch_size.observe(len(items))
-        for item, result in zip(items, results):
+        for (item, _), result in zip(items, results):
             item.future.set_result(result)

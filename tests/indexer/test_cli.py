@@ -195,7 +195,7 @@ def test_cli_errors_unknown_checkpoint_empty_targets_missing_datastore(
         select_args(datastore_root, tiny_model_dir, empty, str(tmp_path / "o"), "--k", "1"),
         capsys,
     )
-    assert code == 2 and "no examples" in err
+    assert code == 2 and "no target examples" in err
     code, _, err = run_cli(["info", "--datastore", str(tmp_path / "nope")], capsys)
     assert code == 2 and "no published datastore" in err
     code, _, err = run_cli(

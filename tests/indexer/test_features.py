@@ -8,7 +8,6 @@ import torch
 from indexer.checkpoints import discover_checkpoints
 from indexer.datastore import Datastore
 from indexer.model_io import load_adapter_weights, load_lora_model, load_tokenizer
-from less_core.config import LoraSettings, ProjectionConfig
 from less_core.data import Example, tokenize_example
 from less_core.lora_grads import lora_layout, lora_parameters
 from less_core.projectors import make_projector
@@ -37,7 +36,7 @@ def test_adam_features_equal_hand_computed_formula(
     model = load_lora_model(tiny_model_dir, LORA, torch.device("cpu"))
     params = lora_parameters(model)
     projector = make_projector(
-        ProjectionConfig.from_dict(store.manifest["projector"]), lora_layout(model)
+        store.manifest.projector, lora_layout(model)
     )
     rows = {ex_id: i for i, ex_id in enumerate(store.ids)}
     pool = [json.loads(line) for line in pool_path.read_text().splitlines()]
@@ -74,10 +73,16 @@ def test_adam_features_equal_hand_computed_formula(
 def test_features_are_unit_norm_and_manifest_round_trips(datastore_root):
     store = Datastore.open(datastore_root)
     m = store.manifest
-    assert m["n"] == len(store.ids) == 48 and m["n_skipped"] == 0
-    assert LoraSettings.from_dict(m["lora"]) == LORA
-    assert m["projector"]["dim"] == 256 and m["projector"]["seed"] == 7
-    assert abs(sum(c["weight"] for c in m["checkpoints"]) - 1) < 1e-12
+    assert m.n == len(store.ids) == 48 and m.n_skipped == 0
+    assert m.lora == LORA
+    assert m.projector.dim == 256 and m.projector.seed == 7
+    assert abs(sum(c.weight for c in m.checkpoints) - 1) < 1e-12
+    # The file round-trips through the typed model unchanged.
+    from indexer.datastore import MANIFEST
+    from indexer.manifest import Manifest
+
+    raw = json.loads((store.path / MANIFEST).read_text())
+    assert Manifest.load(store.path / MANIFEST).model_dump(mode="json") == raw
     for name in store.checkpoint_names:
         f = np.asarray(store.features(name), dtype=np.float64)
         assert f.shape == (48, 256)
@@ -121,4 +126,4 @@ def test_accelerate_layout_checkpoints_index_identically(
         np.testing.assert_array_equal(
             np.asarray(ours.features(name)), np.asarray(ref.features(name))
         )
-    assert [c["lr"] for c in ours.manifest["checkpoints"]][1] == 1e-3
+    assert [c.lr for c in ours.manifest.checkpoints][1] == 1e-3

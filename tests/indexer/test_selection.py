@@ -23,7 +23,7 @@ def targets(subtasks=("add", "rev", "count")):
 
 def brute_force(store, target_feats, labels, names, aggregate):
     """score_s(z) = sum_c w_c mean_{v in V_s} <f_c(z), q_c(v)> in float64, straight from SPEC §2.7."""
-    lrs = {c["name"]: c["lr"] for c in store.manifest["checkpoints"]}
+    lrs = {c.name: c.lr for c in store.manifest.checkpoints}
     w = np.array([lrs[n] for n in names]) / sum(lrs[n] for n in names)
     subs = list(dict.fromkeys(labels))
     scores = np.zeros((store.n, len(subs)))
@@ -58,7 +58,12 @@ def test_select_equals_brute_force(engine, k, checkpoints, aggregate):
 
 def test_fraction_default_and_batched_requests_match_single(engine):
     a, b = targets(("add",)), targets(("rev", "count"))
-    many = engine.select_many([(a, SelectionConfig()), (b, SelectionConfig(k=5, aggregate="mean"))])
+    many = engine.select_many(
+        [
+            engine.prepare(a, SelectionConfig()),
+            engine.prepare(b, SelectionConfig(k=5, aggregate="mean")),
+        ]
+    )
     assert len(many[0].ids) == round(0.05 * 48)
     assert many[0].ids == engine.select(a, SelectionConfig()).ids
     assert many[1].ids == engine.select(b, SelectionConfig(k=5, aggregate="mean")).ids
@@ -96,7 +101,7 @@ def test_a_request_gets_the_same_bits_alone_or_batched(engine):
         (targets(("rev", "count")), SelectionConfig(k=48)),
         (targets(), SelectionConfig(k=7, checkpoints=("checkpoint-6",))),
     ]
-    batched = engine.select_many(reqs)
+    batched = engine.select_many([engine.prepare(exs, cfg) for exs, cfg in reqs])
     for (exs, cfg), together in zip(reqs, batched):
         alone = engine.select(exs, cfg)
         assert alone.rows == together.rows and alone.scores == together.scores

@@ -79,10 +79,14 @@ def test_full_queue_is_503_with_retry_after(datastore_root, tiny_model_dir, tmp_
     settings = make_settings(datastore_root, tiny_model_dir, tmp_path, queue_max=1)
     metrics = Metrics(queue_depth=lambda: None, gpu_memory=lambda: None)
     worker = Worker(settings, registry=None, metrics=metrics)  # not started: nothing drains
-    item = WorkItem("tiny", [], SelectionConfig(k=1), 64)
+
+    def item_for_tiny() -> WorkItem:
+        return WorkItem("tiny", [], ("checkpoint-1",), (1.0,), k=1, aggregate="max", max_tokens=64)
+
+    item = item_for_tiny()
     worker.submit(item)
     with pytest.raises(ServiceError) as info:
-        worker.submit(WorkItem("tiny", [], SelectionConfig(k=1), 64))
+        worker.submit(item_for_tiny())
     assert (info.value.status, info.value.code, info.value.retry_after) == (503, "overloaded", 1)
     worker.stop(timeout=1)
     assert isinstance(item.future.exception(timeout=1), ServiceError)

@@ -1,0 +1,165 @@
+"""The datastore manifest as a typed model: what a version holds and how to query it.
+
+Every reader (query engine, service registry, ``less-index info``/``verify``, benches) goes
+through ``Manifest``, never through dict keys. Loading validates the whole file: a manifest that
+is valid JSON but lacks a field, or carries one of the wrong type, is refused with the field
+named, so a broken datastore fails when it is opened rather than on its first request.
+
+Format history (``format_version``):
+    1 — features per checkpoint (``features/<name>.npy``), ``ids.txt``, one FAISS index over the
+        concatenated checkpoints, adapters, checksums.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from less_wire import describe_validation_errors
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from indexer.config import BuildConfig
+from indexer.fsutil import atomic_write_text
+from less_core.config import AdamFeatureConfig, LoraSettings, ProjectionConfig, TokenizationConfig
+from less_core.errors import CheckpointNotFoundError, IntegrityError
+from less_core.projectors import ModuleLayout
+from less_core.scoring import checkpoint_weights
+
+FORMAT_VERSION = 1
+"""The format this code writes; ``SUPPORTED_FORMATS`` lists what it reads."""
+SUPPORTED_FORMATS = (1,)
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelInfo(_Part):
+    """The base model the features were computed with."""
+
+    id: str = Field(description="Human-readable model id.")
+    sha256: str = Field(description="Fingerprint of the model's weights and config.")
+
+
+class CheckpointRecord(_Part):
+    """One warmup checkpoint the datastore holds features for."""
+
+    name: str
+    step: int | None
+    lr: float = Field(description="Learning rate η_c in force at this checkpoint.")
+    lr_source: str = Field(description="Where lr came from (trainer log, scheduler, override).")
+    weight: float = Field(description="w_c = η_c / Σ η: the checkpoint's share of the score.")
+    adapter_sha256: str
+    optimizer_file: str
+    optimizer_sha256: str
+
+
+class FeaturesInfo(_Part):
+    """How the stored features were made."""
+
+    train_kind: Literal["adam"]
+    target_kind: Literal["sgd"]
+    adam: AdamFeatureConfig
+    dtype: Literal["float16", "float32"]
+    dim: int = Field(ge=1)
+    normalized: Literal["l2"]
+
+
+class IndexInfo(_Part):
+    """The FAISS index file, if one was built."""
+
+    file: str | None
+    factory: str
+    metric: Literal["inner_product"]
+    over: str
+
+
+class PoolInfo(_Part):
+    """The pool file the datastore was built from."""
+
+    file: str
+    sha256: str
+
+
+class HostInfo(_Part):
+    """Versions on the machine that built it (for humans and bug reports)."""
+
+    python: str
+    torch: str
+
+
+class Manifest(_Part):
+    """``manifest.json`` of a datastore version."""
+
+    format_version: int
+    version: str
+    created_at: str
+    code_version: str
+    model: ModelInfo
+    lora: LoraSettings
+    layout: ModuleLayout = Field(description="LoRA parameters in gradient order, with sizes.")
+    checkpoints: tuple[CheckpointRecord, ...] = Field(min_length=1)
+    projector: ProjectionConfig
+    features: FeaturesInfo
+    tokenization: TokenizationConfig
+    build: BuildConfig
+    index: IndexInfo
+    n: int = Field(ge=1, description="Indexed rows.")
+    n_skipped: int = Field(ge=0, description="Pool rows left out (see skipped.jsonl).")
+    pool: PoolInfo
+    ids_sha256: str
+    device: str
+    host: HostInfo
+    timings: dict[str, float]
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        """Reads and validates a manifest.
+
+        Raises:
+            IntegrityError: unreadable JSON, an unsupported format version, or missing or
+                mistyped fields (all named in the message).
+        """
+        try:
+            data: Any = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise IntegrityError(f"{path}: unreadable manifest ({exc})") from None
+        version = data.get("format_version") if isinstance(data, dict) else None
+        if version not in SUPPORTED_FORMATS:
+            raise IntegrityError(
+                f"{path}: unsupported datastore format {version!r} "
+                f"(this code reads {list(SUPPORTED_FORMATS)})"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = describe_validation_errors(exc.errors(), skip_locations=())
+            raise IntegrityError(f"{path}: invalid manifest: {problems}") from None
+
+    def save(self, path: Path) -> None:
+        """Writes the manifest atomically, keys sorted, as JSON."""
+        text = json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+        atomic_write_text(path, text)
+
+    @property
+    def checkpoint_names(self) -> list[str]:
+        return [c.name for c in self.checkpoints]
+
+    def weights(self, checkpoints: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+        """Chosen checkpoints (all by default) and their lr weights renormalised over them.
+
+        Raises:
+            CheckpointNotFoundError: an unknown or repeated checkpoint name.
+        """
+        names = checkpoints or self.checkpoint_names
+        lrs = {c.name: c.lr for c in self.checkpoints}
+        missing = [c for c in names if c not in lrs]
+        if missing:
+            raise CheckpointNotFoundError(
+                f"unknown checkpoint(s) {missing}; have {self.checkpoint_names}"
+            )
+        if len(set(names)) != len(names):
+            raise CheckpointNotFoundError(f"checkpoint listed twice in {names}")
+        return list(names), checkpoint_weights([lrs[c] for c in names])

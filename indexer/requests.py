@@ -1,0 +1,40 @@
+"""From the wire contract to the library's types: one conversion for the service and the CLIs.
+
+A ``less_wire.SelectRequest`` has been validated when it was parsed (targets' formats, k or
+fraction, aggregate); these functions only change representation, they never validate again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from less_wire import SelectRequest, TargetExample
+
+from less_core.config import SelectionConfig
+from less_core.data import Example
+
+
+def examples_from_targets(targets: Sequence[TargetExample]) -> list[Example]:
+    """Library examples of parsed wire targets, in order (ids may be empty)."""
+    return [
+        Example(
+            id=t.id or "",
+            messages=None
+            if t.messages is None
+            else tuple({"role": m.role, "content": m.content} for m in t.messages),
+            prompt=t.prompt,
+            completion=t.completion,
+            subtask=t.subtask,
+        )
+        for t in targets
+    ]
+
+
+def selection_config(request: SelectRequest) -> SelectionConfig:
+    """The selection size, aggregation and checkpoints a request asks for."""
+    return SelectionConfig(
+        k=request.k,
+        fraction=request.fraction,
+        aggregate=request.aggregate,
+        checkpoints=tuple(request.checkpoints) if request.checkpoints else None,
+    )
