@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
+from indexer.optimizer_files import find_optimizer_state_file
 from less_core.errors import CheckpointNotFoundError, ConfigError, IndexNotFoundError
-from less_core.optimizer_state import find_optimizer_state_file
 
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 
