@@ -13,10 +13,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from less_core.errors import ConfigError
+
 # The paper's 5 %: one constant for the library and the API (the wire contract is pydantic-only).
 from less_wire import DEFAULT_FRACTION
-
-from less_core.errors import ConfigError
 
 ProjectorKind = Literal["rademacher", "sjlt"]
 ProjectionScope = Literal["whole", "per_module"]

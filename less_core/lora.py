@@ -14,7 +14,9 @@ def peft_lora_config(settings: LoraSettings) -> LoraConfig:
     """The PEFT ``LoraConfig`` equivalent of our settings."""
     return LoraConfig(
         r=settings.rank,
-        lora_alpha=settings.alpha,
+        # PEFT annotates lora_alpha as int but only computes scaling = lora_alpha / r with it;
+        # a fractional alpha is valid and is passed through unchanged.
+        lora_alpha=settings.alpha,  # type: ignore[arg-type]
         lora_dropout=settings.dropout,
         target_modules=list(settings.target_modules),
         layers_to_transform=list(settings.layers) if settings.layers is not None else None,

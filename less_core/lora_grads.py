@@ -10,9 +10,10 @@ full-model vector and no per-example Python loop runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,29 @@ from torch import nn
 from less_core.data import IGNORE_INDEX, Batch
 from less_core.errors import ConfigError
 from less_core.projectors import ModuleLayout
+
+# A forward hook: (module, positional inputs, output) -> None.
+_ForwardHook = Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]
+
+
+class _CausalLM(Protocol):
+    """What ``response_losses`` uses of a transformers causal LM."""
+
+    def get_decoder(self) -> nn.Module: ...
+
+    def get_output_embeddings(self) -> nn.Module: ...
+
+
+def _unwrapped_lm(model: nn.Module) -> _CausalLM:
+    """The transformers causal LM inside ``model``, or ``model`` itself when not PEFT-wrapped.
+
+    torch types attribute access on an ``nn.Module`` as ``Tensor | Module``, so the causal-LM
+    methods this module calls are invisible to the checker; the cast states what the caller
+    must pass (a ``PreTrainedModel`` for causal LM, optionally inside a ``PeftModel``).
+    """
+    get_base_model = getattr(model, "get_base_model", None)
+    base = get_base_model() if get_base_model is not None else model
+    return cast(_CausalLM, base)
 
 
 def response_losses(model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -36,13 +60,13 @@ def response_losses(model: nn.Module, batch: Batch) -> torch.Tensor:
     Returns:
         (B,) float32 losses; NaN for an example without response tokens.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = base.get_decoder()(
+    base = _unwrapped_lm(model)
+    hidden: torch.Tensor = base.get_decoder()(
         input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
     ).last_hidden_state  # (B, T, H)
     targets = batch.labels[:, 1:]
     rows, cols = torch.nonzero(targets != IGNORE_INDEX, as_tuple=True)
-    logits = base.get_output_embeddings()(hidden[rows, cols])  # (n_tokens, V)
+    logits: torch.Tensor = base.get_output_embeddings()(hidden[rows, cols])  # (n_tokens, V)
     token_loss = F.cross_entropy(logits.float(), targets[rows, cols], reduction="none")
     n = batch.input_ids.shape[0]
     sums = torch.zeros(n, dtype=torch.float32, device=token_loss.device).index_add_(
@@ -61,7 +85,7 @@ class _LoraParam:
 def lora_parameters(model: nn.Module) -> list[_LoraParam]:
     """The trainable LoRA weights of a PEFT model, in ``named_parameters`` order."""
     modules = dict(model.named_modules())
-    out = []
+    out: list[_LoraParam] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
@@ -69,7 +93,11 @@ def lora_parameters(model: nn.Module) -> list[_LoraParam]:
         if len(parts) < 4 or parts[-1] != "weight" or parts[-3] not in ("lora_A", "lora_B"):
             raise ConfigError(f"trainable parameter {name!r} is not a LoRA A/B weight")
         module = modules[".".join(parts[:-1])]
-        if not isinstance(module, nn.Linear) or module.bias is not None:
+        # torch annotates Linear.bias as Parameter, but it is None for Linear(..., bias=False).
+        if (
+            not isinstance(module, nn.Linear)
+            or cast("torch.Tensor | None", module.bias) is not None
+        ):
             raise ConfigError(f"{name!r}: only bias-free linear LoRA weights are supported")
         out.append(_LoraParam(name, module))
     if not out:
@@ -97,11 +125,15 @@ class PerExampleGradients:
 
     @contextmanager
     def _capture(self) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor]]]:
+        # Placeholders: the forward pass inside the ``with`` block fills every slot (one hook
+        # per LoRA module) before the caller reads them.
         inputs: list[torch.Tensor] = [None] * len(self.params)  # type: ignore[list-item]
         outputs: list[torch.Tensor] = [None] * len(self.params)  # type: ignore[list-item]
 
-        def make_hook(i: int):
-            def hook(_module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        def make_hook(i: int) -> _ForwardHook:
+            def hook(
+                _module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor
+            ) -> None:
                 inputs[i] = args[0].detach()
                 outputs[i] = output
 

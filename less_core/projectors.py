@@ -140,7 +140,7 @@ class ModuleLayout:
             acc += s
         return tuple(out)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, list[str] | list[int]]:
         return {"names": list(self.names), "sizes": list(self.sizes)}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from less_core.config import Aggregate
@@ -19,19 +20,21 @@ from less_core.errors import ConfigError, DataError
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Rows of ``x`` scaled to unit L2 norm; (B, P) -> (B, P). Zero rows stay zero."""
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+    norms: torch.Tensor = x.norm(dim=-1, keepdim=True).clamp_min(eps)  # (B, 1)
+    return x / norms
 
 
-def checkpoint_weights(learning_rates: Sequence[float]) -> np.ndarray:
+def checkpoint_weights(learning_rates: Sequence[float]) -> npt.NDArray[np.float64]:
     """w_c = η_c / Σ η_c' for the checkpoints' learning rates; (C,) float64."""
-    lrs = np.asarray(learning_rates, dtype=np.float64)
+    lrs = np.asarray(learning_rates, dtype=np.float64)  # (C,)
     if lrs.ndim != 1 or lrs.size == 0:
         raise ConfigError("need at least one checkpoint learning rate")
-    if np.any(lrs < 0) or not np.all(np.isfinite(lrs)) or lrs.sum() <= 0:
+    total = float(lrs.sum())  # exact: a float64 scalar
+    if np.any(lrs < 0) or not np.all(np.isfinite(lrs)) or total <= 0:
         raise ConfigError(
             f"checkpoint learning rates must be finite, >= 0, not all 0: {lrs.tolist()}"
         )
-    return lrs / lrs.sum()
+    return lrs / total
 
 
 def subtask_queries(

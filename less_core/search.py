@@ -134,10 +134,10 @@ def scan_select(
     ]
     for r0 in range(0, n, block_rows):
         r1 = min(n, r0 + block_rows)
-        block_scores = None
-        for c in range(n_ckpt):
-            part = _rows_on(features[c], r0, r1, device) @ q_parts[c]  # (rows, Q)
-            block_scores = part if block_scores is None else block_scores.add_(part)
+        # (rows, Q): the first checkpoint's product, then the others added in place.
+        block_scores = _rows_on(features[0], r0, r1, device) @ q_parts[0]
+        for c in range(1, n_ckpt):
+            block_scores.add_(_rows_on(features[c], r0, r1, device) @ q_parts[c])
         block_scores = block_scores.cpu()
         rows = torch.arange(r0, r1, dtype=torch.int64)
         for i, ((a, b), qs) in enumerate(zip(spans, query_sets)):

@@ -1,4 +1,4 @@
-"""The shared file formats (less_wire.files): target JSONL in, selection JSONL out, joined or not."""
+"""The shared file formats (less_wire.files): targets JSONL in, selection JSONL out."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from less_wire import (
     InputFileError,
     SelectedExample,
