@@ -16,8 +16,15 @@ import logging
 import sys
 import time
 
-from less_client import LessClient
-from less_wire import load_targets_jsonl
+from less_client import APIStatusError, LessClient, LessClientError
+from less_wire import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNEXPECTED,
+    EXIT_USAGE,
+    InputFileError,
+    load_targets_jsonl,
+)
 
 from demo.config import DemoConfig
 from demo.pipeline import prepare_all, running_service
@@ -62,9 +69,14 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 result = less.select("bigbench", targets, fraction=config.fraction)
                 wall_ms = (time.perf_counter() - t0) * 1000
-    except LessError as exc:
-        print(f"demo: error: {exc}", file=sys.stderr)
-        return 2
+    except (LessError, InputFileError, OSError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except APIStatusError as exc:
+        return _fail(str(exc), EXIT_USAGE if exc.status_code < 500 else EXIT_UNEXPECTED)
+    except LessClientError as exc:
+        return _fail(str(exc), EXIT_UNEXPECTED)
+    except KeyboardInterrupt:
+        return _fail("interrupted; run it again to resume from the cached steps", EXIT_INTERRUPTED)
 
     own = [s for s in result.selected if pool[s.id]["task"] == config.target_task]
     n_task_in_pool = sum(1 for r in pool.values() if r["task"] == config.target_task)
@@ -91,7 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         f"From the target task: {len(own)}/{len(result.selected)} = {share:.0%} "
         f"(chance: {n_task_in_pool}/{len(pool)} = {chance:.1%}, {n_tasks} tasks in the pool)"
     )
-    return 0
+    return EXIT_OK
+
+
+def _fail(message: str, status: int) -> int:
+    """One line on stderr and the project's exit status (``less_wire.exit_codes``)."""
+    print(f"demo: error: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

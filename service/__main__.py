@@ -1,4 +1,7 @@
-"""``python -m service`` / ``less-serve``: run the service with uvicorn."""
+"""``python -m service`` / ``less-serve``: run the service with uvicorn.
+
+Exit statuses follow ``less_wire.exit_codes``: 2 for bad settings (one line, no traceback).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import sys
 import uvicorn
 
 from less_core.errors import ConfigError
+from less_wire import EXIT_OK, EXIT_USAGE
 from service.app import create_app
 from service.settings import load_settings
 
@@ -34,13 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(f"less-serve: {exc}", file=sys.stderr)
-        return 2
+        print(f"less-serve: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     # One worker process: the models live in this process's worker thread.
     uvicorn.run(
         create_app(settings), host=args.host, port=args.port, log_level=args.log_level, workers=1
     )
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":
