@@ -10,13 +10,15 @@ The reference is HF Trainer's optimizer.pt: the optimizer ``Trainer.create_optim
 (decay / no-decay groups, integer ids, no ``param_names``), saved as Trainer saves it
 (``torch.save(optimizer.state_dict(), "optimizer.pt")``). accelerate's optimizer.bin comes from
 ``Accelerator.save_state``; the FSDP layouts from real FSDP1 / FSDP2 on a single-process gloo
-group on CPU. Only the PEFT adapter-segment-free names are a replica (renamed keys): no library
-writes optimizer states that way, but it is how ``adapter_model.safetensors`` spells the names.
+group on CPU. Replicas (renamed keys of a real state) only where no installed library writes the
+form: PEFT names without the adapter segment (as ``adapter_model.safetensors`` spells them) and
+names carrying DDP / torch.compile / activation-checkpoint wrapper segments.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 import tempfile
 import warnings
 
@@ -358,7 +360,7 @@ def test_wrapper_prefixes_and_segments(plain_run, reference, target):
         lambda k: "module." + k,
         lambda k: (
             "_orig_mod._fsdp_wrapped_module."
-            + k.replace(".layers.", ".layers._checkpoint_wrapped_module.")
+            + re.sub(r"(\.layers\.\d+)\.", r"\1._checkpoint_wrapped_module.", k)
         ),
     ):
         _check(adam_state_from_state_dict(_rename(sd, fn), names, shapes), reference, target)
