@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 NORM_TOLERANCE = 1e-2  # float16 storage rounds each coordinate to ~1e-3 relative
 # Recomputed rows land in other batches (other padding) than at build time: float noise only.
 MIN_COSINE = 0.999
+# Rows whose norms are checked per read, so memory stays bounded whatever N is
+NORM_CHECK_BLOCK_ROWS = 16384
 
 
 @dataclass
@@ -63,8 +65,9 @@ def verify_datastore(
                 f"{name}: features {f.shape} {f.dtype} do not match the manifest"
             )
             continue
-        for r0 in range(0, store.n, 65536):
-            norms = np.linalg.norm(np.asarray(f[r0 : r0 + 65536], dtype=np.float32), axis=1)
+        for r0 in range(0, store.n, NORM_CHECK_BLOCK_ROWS):
+            block = np.asarray(f[r0 : r0 + NORM_CHECK_BLOCK_ROWS], dtype=np.float32)
+            norms = np.linalg.norm(block, axis=1)
             if np.any(np.abs(norms - 1.0) > NORM_TOLERANCE):
                 report.problems.append(
                     f"{name}: rows not unit-norm near row {r0 + int(np.argmax(np.abs(norms - 1)))}"
