@@ -38,11 +38,10 @@ from bench._args import add_threads_arg, bench_parser, command_line, start
 from bench.report import write_report
 from indexer.datastore import Datastore
 from indexer.query import QueryEngine
-from less_core.data import Example
+from indexer.requests import examples_from_targets
 from less_core.errors import LessError
 from less_core.scoring import subtask_queries
 from less_core.search import DEFAULT_BLOCK_ROWS
-from service.worker import check_target_lengths
 
 log = logging.getLogger("bench.service")
 
@@ -145,11 +144,6 @@ def load_targets(targets_dir: Path) -> list[TargetExample]:
     return out
 
 
-def to_example(t: TargetExample) -> Example:
-    """As the service does it (service.selector.to_examples)."""
-    return Example.from_dict(t.model_dump(exclude_none=True), require_id=False)
-
-
 # --------------------------------------------------------------------------- raw numpy baseline
 
 
@@ -192,22 +186,24 @@ class ServiceSetup:
         self.engine = QueryEngine(self.store, ns.model_dir, ns.device)
         self.engine_load_s = time.perf_counter() - t0
         self.device = self.engine.device
-        self.names, w = self.store.weights(None)
+        self.names, w = self.store.manifest.weights(None)
         self.weights = [float(x) for x in w]
         self.features = [self.engine.features[n] for n in self.names]
-        limit = int(self.store.manifest["tokenization"]["max_length"])
-        kept, dropped = [], []
-        for t in load_targets(Path(ns.targets_dir)):
+        # The service's default token limit per target (ServiceSettings: the datastore's).
+        limit = self.store.manifest.tokenization.max_length
+        targets = load_targets(Path(ns.targets_dir))
+        kept, examples, toks, dropped = [], [], [], []
+        for t, ex in zip(targets, examples_from_targets(targets)):  # as the service converts them
             try:  # the service's own checks: untruncated length and a surviving response
-                check_target_lengths(self.engine, [to_example(t)], limit)
+                toks.append(self.engine.tokenize_targets([ex], limit)[0])
                 kept.append(t)
+                examples.append(ex)
             except LessError as exc:
                 dropped.append(f"{t.id}: {exc}")
         if not kept:
             raise LessError(f"no target in {ns.targets_dir} fits max_length={limit}")
         self.targets, self.dropped = kept, dropped
-        self.examples = [to_example(t) for t in kept]
-        self.toks = self.engine.tokenize_targets(self.examples)
+        self.examples, self.toks = examples, toks
         self.base_k = ns.k or max(1, round(0.05 * self.store.n))
         self.requests = Requests(kept, self.store.n, self.base_k, ns.seed)
         log.info(
@@ -243,8 +239,8 @@ class ServiceSetup:
             "dim": int(self.features[0].shape[1]),
             "feature_dtype": str(self.features[0].dtype),
             "model_dir": ns.model_dir,
-            "lora": self.store.manifest["lora"],
-            "max_length": self.store.manifest["tokenization"]["max_length"],
+            "lora": self.store.manifest.model_dump(mode="json")["lora"],
+            "max_length": self.store.manifest.tokenization.max_length,
             "target_batch_size": self.engine.batch_size,
             "targets_dir": ns.targets_dir,
             "targets": len(self.targets),

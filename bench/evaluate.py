@@ -43,7 +43,7 @@ from indexer.model_io import load_base_model, load_tokenizer
 from indexer.optimizer_files import load_adam_state
 from indexer.query import QueryEngine
 from indexer.warmup import train_lora
-from less_core.config import LoraSettings, ProjectionConfig, SelectionConfig
+from less_core.config import ProjectionConfig, SelectionConfig
 from less_core.data import Example, collate, tokenize_example
 from less_core.lora_grads import response_losses
 from less_core.projectors import make_projector
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = load_tokenizer(ns.model_dir)
     base = load_base_model(ns.model_dir, torch.device("cpu"))
     max_length = engine.tokenization.max_length
-    lora = LoraSettings.from_dict(store.manifest["lora"])
+    lora = store.manifest.lora
     train_cfg = WarmupConfig(
         fraction=1.0,
         epochs=ns.train_epochs,
@@ -294,15 +294,16 @@ def main(argv: list[str] | None = None) -> int:
         else None
     )
 
+    manifest = store.manifest.model_dump(mode="json")  # as stored in manifest.json
     report = {
         "benchmark": "evaluate",
         "command": command_line(ap, argv),
         "datastore": {
             "version": store.version,
             "n": store.n,
-            "projector": store.manifest["projector"],
+            "projector": manifest["projector"],
             "checkpoints": store.checkpoint_names,
-            "lora": store.manifest["lora"],
+            "lora": manifest["lora"],
         },
         "setting_ii": "separate datastore and warmup"
         if without

@@ -137,8 +137,9 @@ def measure(s: ServiceSetup, ns: argparse.Namespace) -> dict[str, Any]:
     for rnd in range(ns.batch_rounds):
         reqs = [s.requests.make(nt) for _ in range(nq)]
         pairs = [([s.examples[i] for i in idx], SelectionConfig(k=k)) for idx, k in reqs]
+        # Both variants time whole requests: tokenizing (prepare), gradients and search.
         variants = {
-            "many": lambda: s.engine.select_many(pairs),
+            "many": lambda: s.engine.select_many([s.engine.prepare(e, c) for e, c in pairs]),
             "single": lambda: [s.engine.select(e, c) for e, c in pairs],
         }
         for name in ("many", "single") if rnd % 2 == 0 else ("single", "many"):
