@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from typing_extensions import Self
+
 from less_core.errors import ConfigError
 
 # The paper's 5 %: one constant for the library and the API (the wire contract is pydantic-only).
@@ -39,7 +41,7 @@ class Config:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]):
+    def from_dict(cls, data: dict[str, Any]) -> Self:
         names = {f.name: f for f in dataclasses.fields(cls)}
         unknown = set(data) - set(names)
         if unknown:

@@ -126,13 +126,15 @@ def ensure_chat_template(tokenizer: Any) -> None:
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
     # Chat templates write their own special tokens; the tokenizer must not add a second BOS.
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids
 
 
 def _render(tokenizer: Any, messages: Sequence[dict[str, str]], add_generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(
+    text: str = tokenizer.apply_chat_template(
         list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
     )
+    return text
 
 
 def tokenize_example(tokenizer: Any, example: Example, max_length: int) -> TokenizedExample:
@@ -146,6 +148,8 @@ def tokenize_example(tokenizer: Any, example: Example, max_length: int) -> Token
         DataError: the template does not render prefixes consistently.
     """
     if example.messages is None:
+        if example.prompt is None or example.completion is None:
+            raise DataError(f"example {example.id!r}: needs messages, or prompt and completion")
         prompt_ids = tokenizer(example.prompt)["input_ids"]
         completion_ids = _encode(tokenizer, example.completion) + [tokenizer.eos_token_id]
         ids = prompt_ids + completion_ids
