@@ -188,7 +188,7 @@ class ServiceSetup:
         self.device = self.engine.device
         self.names, w = self.store.manifest.weights(None)
         self.weights = [float(x) for x in w]
-        self.features = [self.engine.features[n] for n in self.names]
+        self.features = [self.store.features(n) for n in self.names]  # one shard (demo stores)
         # The service's default token limit per target (ServiceSettings: the datastore's).
         limit = self.store.manifest.tokenization.max_length
         targets = load_targets(Path(ns.targets_dir))

@@ -2,10 +2,12 @@
 
 Stages, each resumable (the same command after a kill continues where it stopped):
 1. tokenize the pool into memory-mapped arrays (redone if interrupted; it is cheap);
-2. per checkpoint, featurize batch after batch into a preallocated (N, P) memmap; a progress
-   file records how many batches are flushed to disk. Batches are fixed by the build config
-   (length-sorted order, fixed boundaries), so a resumed build writes the same bytes;
-3. write ids, FAISS index, adapters, checksums and manifest, then publish atomically.
+2. per checkpoint and row shard, featurize batch after batch into a preallocated (n, P)
+   memmap; a progress file per shard and checkpoint records how many batches are flushed to
+   disk. Batches are fixed by the build config (length-sorted within the shard, fixed
+   boundaries), so a resumed build writes the same bytes;
+3. write ids, approximate FAISS indexes (if asked for), adapters, checksums and manifest, then
+   publish atomically.
 
 The build key hashes every input (pool bytes, model, checkpoints, configs): a different input
 never resumes a stale staging directory, and an identical one yields the same version name.
@@ -32,7 +34,7 @@ from indexer import datastore as ds
 from indexer.checkpoints import Checkpoint, discover_checkpoints, select_checkpoints
 from indexer.config import BuildConfig
 from indexer.faiss_index import build_index
-from indexer.fsutil import atomic_write_json, sha256_file
+from indexer.fsutil import atomic_write_json, atomic_write_text, sha256_file
 from indexer.manifest import (
     FORMAT_VERSION,
     CheckpointRecord,
@@ -42,6 +44,8 @@ from indexer.manifest import (
     Manifest,
     ModelInfo,
     PoolInfo,
+    ShardRecord,
+    ids_digest,
 )
 from indexer.model_io import (
     ADAPTER_CONFIG,
@@ -105,15 +109,20 @@ def _checkpoint_record(ckpt: Checkpoint) -> dict:
     }
 
 
-def _processing_order(pool: TokenizedPool, sort_by_length: bool) -> np.ndarray:
+def _processing_order(
+    pool: TokenizedPool, start: int, end: int, sort_by_length: bool
+) -> np.ndarray:
+    """Global rows of one shard in the order they are batched (shortest first, stable)."""
+    rows = np.arange(start, end)
     if not sort_by_length:
-        return np.arange(pool.n)
-    return np.argsort(pool.lengths, kind="stable")
+        return rows
+    return rows[np.argsort(pool.lengths[start:end], kind="stable")]
 
 
-def _featurize_checkpoint(
+def _featurize_shard(
     featurizer: Featurizer,
     pool: TokenizedPool,
+    start: int,
     order: np.ndarray,
     batch_size: int,
     pad_id: int,
@@ -123,8 +132,9 @@ def _featurize_checkpoint(
     dtype: str,
     label: str,
 ) -> float:
-    """Fill ``out_path`` (N, P) batch by batch, resuming from ``progress_path``; returns seconds."""
-    n, dim = pool.n, featurizer.projector.dim
+    """Fill ``out_path`` (n, P) for the shard starting at global row ``start``, batch by batch,
+    resuming from ``progress_path``; ``order`` lists the shard's global rows. Returns seconds."""
+    n, dim = len(order), featurizer.projector.dim
     if progress_path.is_file():
         done = json.loads(progress_path.read_text())["batches_done"]
         features = np.load(out_path, mmap_mode="r+")
@@ -142,7 +152,7 @@ def _featurize_checkpoint(
         rows = order[b * batch_size : (b + 1) * batch_size]
         batch = collate(pool.rows(rows), pad_id).to(device)
         feats, _ = featurizer(batch)
-        features[rows] = feats.cpu().numpy().astype(dtype)
+        features[rows - start] = feats.cpu().numpy().astype(dtype)
         progress.update(len(rows))
         if time.monotonic() - last_flush >= FLUSH_INTERVAL_S or b == n_batches - 1:
             features.flush()
@@ -192,8 +202,7 @@ def build_datastore(req: BuildRequest) -> Path:
         ds.publish_pointer(req.out_root, version)
         return req.out_root / "versions" / version
     staging = req.out_root / ".staging" / version
-    (staging / ds.FEATURES_DIR).mkdir(parents=True, exist_ok=True)
-    (staging / "progress").mkdir(exist_ok=True)
+    (staging / "progress").mkdir(parents=True, exist_ok=True)
     log.info("building datastore version %s in %s", version, staging)
 
     device = resolve_device(req.device)
@@ -201,7 +210,10 @@ def build_datastore(req: BuildRequest) -> Path:
     t0 = time.monotonic()
     pool = tokenize_pool(req.pool_path, tokenizer, req.tokenization.max_length, staging / "tokens")
     timings["tokenize_s"] = time.monotonic() - t0
-    order = _processing_order(pool, req.build.sort_by_length)
+    bounds = ds.shard_bounds(pool.n, req.build.shard_rows)
+    shard_dirs = [staging / ds.shard_name(i) for i in range(len(bounds))]
+    for shard_dir in shard_dirs:
+        (shard_dir / ds.FEATURES_DIR).mkdir(parents=True, exist_ok=True)
 
     model = load_lora_model(req.model_dir, lora, device)
     grads = PerExampleGradients(model)
@@ -211,27 +223,48 @@ def build_datastore(req: BuildRequest) -> Path:
         load_adapter_weights(model, ckpt.path)
         adam_state = load_adam_state(ckpt.optimizer_state_path, names, shapes)
         featurizer = Featurizer(grads, projector, adam_state, req.adam)
-        timings[f"featurize_s/{ckpt.name}"] = _featurize_checkpoint(
-            featurizer,
-            pool,
-            order,
-            req.build.batch_size,
-            tokenizer.pad_token_id,
-            device,
-            staging / ds.feature_file(ckpt.name),
-            staging / "progress" / f"{ckpt.name}.json",
-            req.build.feature_dtype,
-            f"featurize {ckpt.name}",
-        )
+        seconds = 0.0
+        for i, ((start, end), shard_dir) in enumerate(zip(bounds, shard_dirs)):
+            seconds += _featurize_shard(
+                featurizer,
+                pool,
+                start,
+                _processing_order(pool, start, end, req.build.sort_by_length),
+                req.build.batch_size,
+                tokenizer.pad_token_id,
+                device,
+                shard_dir / ds.feature_file(ckpt.name),
+                staging / "progress" / f"{i:05d}-{ckpt.name}.json",
+                req.build.feature_dtype,
+                f"featurize {ckpt.name}" + (f" shard {i + 1}/{len(bounds)}" if i else ""),
+            )
+        timings[f"featurize_s/{ckpt.name}"] = seconds
 
     t0 = time.monotonic()
-    features = [np.load(staging / ds.feature_file(c.name), mmap_mode="r") for c in checkpoints]
-    if req.build.index_factory.lower() != "none":
-        build_index(features, req.build.index_factory, staging / ds.INDEX, seed=req.projection.seed)
+    if not req.build.exact:
+        for shard_dir in shard_dirs:
+            features = [
+                np.load(shard_dir / ds.feature_file(c.name), mmap_mode="r") for c in checkpoints
+            ]
+            build_index(
+                features, req.build.index_factory, shard_dir / ds.INDEX, seed=req.projection.seed
+            )
+            del features
     timings["index_s"] = time.monotonic() - t0
-    del features
 
-    shutil.copyfile(pool.path / "ids.txt", staging / ds.IDS)
+    all_ids = (pool.path / "ids.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    shards = []
+    for (start, end), shard_dir in zip(bounds, shard_dirs):
+        atomic_write_text(shard_dir / ds.IDS, "".join(i + "\n" for i in all_ids[start:end]))
+        shards.append(
+            ShardRecord(
+                name=str(shard_dir.relative_to(staging)),
+                start=start,
+                n=end - start,
+                ids_sha256=sha256_file(shard_dir / ds.IDS),
+            )
+        )
+    del all_ids
     shutil.copyfile(pool.path / "skipped.jsonl", staging / ds.SKIPPED)
     for ckpt in checkpoints:
         adapter_dir = staging / "adapters" / ckpt.name
@@ -263,15 +296,16 @@ def build_datastore(req: BuildRequest) -> Path:
         tokenization=req.tokenization,
         build=req.build,
         index=IndexInfo(
-            file=ds.INDEX if req.build.index_factory.lower() != "none" else None,
+            file=None if req.build.exact else ds.INDEX,
             factory=req.build.index_factory,
             metric="inner_product",
-            over="concatenated checkpoint features, in manifest order",
+            over="concatenated checkpoint features, in manifest order, per shard",
         ),
         n=pool.n,
+        shards=tuple(shards),
         n_skipped=pool.n_skipped,
         pool=PoolInfo(file=req.pool_path.name, sha256=pool_sha),
-        ids_sha256=sha256_file(staging / ds.IDS),
+        ids_sha256=ids_digest([staging / s.name / ds.IDS for s in shards]),
         device=str(device),
         host=HostInfo(python=platform.python_version(), torch=torch.__version__),
         timings={k: round(v, 3) for k, v in timings.items()},

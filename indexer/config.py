@@ -11,6 +11,9 @@ from typing import Literal
 
 from less_core.config import Config, require
 
+EXACT_FACTORY = "Flat"
+"""The exact index: the stored (N, C·P) features themselves, scanned block by block."""
+
 
 @dataclass(frozen=True)
 class WarmupConfig(Config):
@@ -49,12 +52,32 @@ class BuildConfig(Config):
     )
     index_factory: str = field(
         default="Flat",
-        metadata={"help": "faiss index_factory string; anything but Flat is approximate (opt-in)"},
+        metadata={
+            "help": "search index: Flat = exact search over the stored features (no extra file); "
+            "any other faiss index_factory string (e.g. IVF1024,SQ8 or HNSW32) builds an "
+            "approximate inner-product index per shard (opt-in; `verify` measures its recall)"
+        },
     )
     sort_by_length: bool = field(
         default=True, metadata={"help": "batch similar lengths together to cut padding"}
     )
+    shard_rows: int | None = field(
+        default=None,
+        metadata={
+            "help": "rows per shard (contiguous, in pool order); None: one shard. Shards are "
+            "featurized and searched independently and merged exactly; ranks of a distributed "
+            "build take whole shards"
+        },
+    )
+
+    @property
+    def exact(self) -> bool:
+        """True when search runs exactly over the stored features (no approximate index)."""
+        # "none" is how format-1 builds asked for no index file: the same exact search.
+        return self.index_factory.strip().lower() in (EXACT_FACTORY.lower(), "none")
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, "batch_size must be >= 1")
+        require(self.shard_rows is None or self.shard_rows >= 1, "shard_rows must be >= 1")
+        require(bool(self.index_factory.strip()), "index_factory must not be empty")
         require(self.feature_dtype in ("float16", "float32"), "feature_dtype: float16|float32")

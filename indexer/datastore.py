@@ -3,14 +3,18 @@
     <root>/CURRENT                    name of the published version (replaced atomically)
     <root>/versions/<version>/
         manifest.json                 everything needed to query it and to check a query fits
-        ids.txt                       row -> training example id, one per line
-        features/<checkpoint>.npy     (N, P) L2-normalized features, float16/32, memory-mappable
-        index.faiss                   inner-product index over the concatenated features
+        shards/<shard>/               rows [start, start + n) of the pool, in pool order:
+            ids.txt                   row -> training example id, one per line
+            features/<checkpoint>.npy (n, P) L2-normalized features, float16/32, memory-mappable
+            index.faiss               approximate inner-product index (only if one was asked for)
+        adapters/<checkpoint>/        LoRA weights, so a service needs only the base model
         skipped.jsonl                 pool examples not indexed, with the reason
         checksums.json                sha256 of every file above
     <root>/.staging/<build-key>/      a build in progress (resumable), renamed into versions/
 
-A published version is never modified.
+A published version is never modified, so a new version may hard-link a previous version's
+shard files (``append``) and readers may memory-map them from shared storage. Format-1
+versions keep their single shard's files at the version root; they open the same way.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from indexer.fsutil import atomic_write_text, fsync_dir, fsync_tree, sha256_file
-from indexer.manifest import Manifest
+from indexer.manifest import Manifest, ShardRecord
 from less_core.errors import CheckpointNotFoundError, IndexNotFoundError, IntegrityError
 
+SHARDS_DIR = "shards"
 MANIFEST = "manifest.json"
 IDS = "ids.txt"
 CHECKSUMS = "checksums.json"
@@ -36,7 +41,48 @@ FEATURES_DIR = "features"
 
 
 def feature_file(checkpoint: str) -> str:
+    """Path of a checkpoint's features inside a shard directory."""
     return f"{FEATURES_DIR}/{checkpoint}.npy"
+
+
+def shard_name(index: int) -> str:
+    """Directory of the ``index``-th shard of a version, relative to the version."""
+    return f"{SHARDS_DIR}/{index:05d}"
+
+
+def shard_bounds(n: int, shard_rows: int | None) -> list[tuple[int, int]]:
+    """Contiguous [start, end) row ranges of ``shard_rows`` rows each (one range if None)."""
+    size = n if shard_rows is None else shard_rows
+    return [(start, min(n, start + size)) for start in range(0, n, size)]
+
+
+class ShardedRows:
+    """Rows of one checkpoint's features across shards, read like one (N, P) array.
+
+    Supports ``shape``, ``dtype``, ``len`` and indexing by a slice, an int or an array of rows
+    (each read from its shard's memmap); for reading rows (verify, tests, benches), not for
+    search, which walks the shards itself.
+    """
+
+    def __init__(self, parts: list[np.ndarray], starts: list[int]):
+        self.parts, self.starts = parts, np.asarray(starts + [starts[-1] + len(parts[-1])])
+        self.shape = (int(self.starts[-1]), int(parts[0].shape[1]))
+        self.dtype = parts[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: int | slice | np.ndarray | list[int]) -> np.ndarray:
+        if isinstance(rows, slice):
+            rows = np.arange(*rows.indices(self.shape[0]))
+        scalar = np.ndim(rows) == 0
+        wanted = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        out = np.empty((len(wanted), self.shape[1]), dtype=self.dtype)
+        which = np.searchsorted(self.starts, wanted, side="right") - 1
+        for s in np.unique(which):
+            mask = which == s
+            out[mask] = self.parts[s][wanted[mask] - self.starts[s]]
+        return out[0] if scalar else out
 
 
 def write_checksums(version_dir: Path) -> dict[str, str]:
@@ -119,15 +165,28 @@ class Datastore:
     def checkpoint_names(self) -> list[str]:
         return self.manifest.checkpoint_names
 
+    @property
+    def shards(self) -> tuple[ShardRecord, ...]:
+        return self.manifest.shards
+
+    def shard_dir(self, shard: ShardRecord) -> Path:
+        return self.path / shard.name if shard.name else self.path
+
     @cached_property
     def ids(self) -> list[str]:
-        ids = (self.path / IDS).read_text(encoding="utf-8").split("\n")[:-1]
-        if len(ids) != self.n:
-            raise IntegrityError(f"{IDS} has {len(ids)} rows, manifest says {self.n}")
+        """Row -> training example id, over all shards in row order."""
+        ids: list[str] = []
+        for shard in self.shards:
+            part = (self.shard_dir(shard) / IDS).read_text(encoding="utf-8").split("\n")[:-1]
+            if len(part) != shard.n:
+                raise IntegrityError(
+                    f"{shard.name or '.'}/{IDS} has {len(part)} rows, manifest says {shard.n}"
+                )
+            ids.extend(part)
         return ids
 
-    def features(self, checkpoint: str) -> np.ndarray:
-        """(N, P) memory-mapped features of one checkpoint.
+    def shard_features(self, checkpoint: str) -> list[np.ndarray]:
+        """Per shard, the (n_shard, P) memory-mapped features of one checkpoint.
 
         Copy-on-write: a write changes only this process's pages, never the published file,
         and the pages are writable so they become tensors without a copy.
@@ -136,7 +195,22 @@ class Datastore:
             raise CheckpointNotFoundError(
                 f"unknown checkpoint {checkpoint!r}; have {self.checkpoint_names}"
             )
-        return np.load(self.path / feature_file(checkpoint), mmap_mode="c")
+        return [
+            np.load(self.shard_dir(s) / feature_file(checkpoint), mmap_mode="c")
+            for s in self.shards
+        ]
+
+    def features(self, checkpoint: str) -> np.ndarray | ShardedRows:
+        """(N, P) features of one checkpoint: the memmap itself when there is one shard."""
+        parts = self.shard_features(checkpoint)
+        if len(parts) == 1:
+            return parts[0]
+        return ShardedRows(parts, [s.start for s in self.shards])
+
+    def index_path(self, shard: ShardRecord) -> Path | None:
+        """The shard's approximate FAISS index file, or None for exact search."""
+        name = self.manifest.index.file
+        return None if name is None else self.shard_dir(shard) / name
 
     def verify_checksums(self) -> list[str]:
         """Names of files whose sha256 differs from ``checksums.json`` (empty if all match)."""

@@ -48,7 +48,9 @@ def build_index(features: Sequence[np.ndarray], factory: str, path: Path, seed: 
     except RuntimeError as exc:
         raise ConfigError(f"bad faiss index factory {factory!r}: {exc}") from None
     if not index.is_trained:
-        sample = np.sort(np.random.default_rng(seed).choice(n, size=min(n, TRAIN_SAMPLE_ROWS), replace=False))
+        sample = np.sort(
+            np.random.default_rng(seed).choice(n, size=min(n, TRAIN_SAMPLE_ROWS), replace=False)
+        )
         index.train(np.vstack([concat_rows(features, int(i), int(i) + 1) for i in sample]))
     for r0 in range(0, n, ADD_BLOCK_ROWS):
         index.add(concat_rows(features, r0, min(n, r0 + ADD_BLOCK_ROWS)))

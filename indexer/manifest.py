@@ -6,12 +6,16 @@ is valid JSON but lacks a field, or carries one of the wrong type, is refused wi
 named, so a broken datastore fails when it is opened rather than on its first request.
 
 Format history (``format_version``):
-    1 — features per checkpoint (``features/<name>.npy``), ``ids.txt``, one FAISS index over the
-        concatenated checkpoints, adapters, checksums.
+    1 — one shard at the version's root: ``features/<name>.npy``, ``ids.txt``, an optional
+        FAISS index over the concatenated checkpoints; adapters, checksums.
+    2 — rows in shards (``shards/<name>/ids.txt``, ``shards/<name>/features/<ckpt>.npy``,
+        ``shards/<name>/index.faiss`` for approximate indexes), listed in ``shards`` with their
+        first row. A format-1 manifest is read as one shard rooted at the version directory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -27,9 +31,9 @@ from less_core.errors import CheckpointNotFoundError, IntegrityError
 from less_core.projectors import ModuleLayout
 from less_core.scoring import checkpoint_weights
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """The format this code writes; ``SUPPORTED_FORMATS`` lists what it reads."""
-SUPPORTED_FORMATS = (1,)
+SUPPORTED_FORMATS = (1, 2)
 
 
 class _Part(BaseModel):
@@ -68,12 +72,21 @@ class FeaturesInfo(_Part):
 
 
 class IndexInfo(_Part):
-    """The FAISS index file, if one was built."""
+    """The search index: exact over the stored features, or an approximate FAISS factory."""
 
-    file: str | None
+    file: str | None = Field(description="Index file name inside each shard (None: exact).")
     factory: str
     metric: Literal["inner_product"]
     over: str
+
+
+class ShardRecord(_Part):
+    """A contiguous block of rows with its own ids, features and (optional) index file."""
+
+    name: str = Field(description="Directory of the shard, relative to the version ('' = root).")
+    start: int = Field(ge=0, description="Global row of the shard's first row.")
+    n: int = Field(ge=1)
+    ids_sha256: str
 
 
 class PoolInfo(_Part):
@@ -107,6 +120,7 @@ class Manifest(_Part):
     build: BuildConfig
     index: IndexInfo
     n: int = Field(ge=1, description="Indexed rows.")
+    shards: tuple[ShardRecord, ...] = Field(min_length=1, description="Row shards, in row order.")
     n_skipped: int = Field(ge=0, description="Pool rows left out (see skipped.jsonl).")
     pool: PoolInfo
     ids_sha256: str
@@ -132,11 +146,31 @@ class Manifest(_Part):
                 f"{path}: unsupported datastore format {version!r} "
                 f"(this code reads {list(SUPPORTED_FORMATS)})"
             )
+        if version == 1:
+            data = _from_format_1(data)
         try:
-            return cls.model_validate(data)
+            manifest = cls.model_validate(data)
         except ValidationError as exc:
             problems = describe_validation_errors(exc.errors(), skip_locations=())
             raise IntegrityError(f"{path}: invalid manifest: {problems}") from None
+        manifest.check_shards(path)
+        return manifest
+
+    def check_shards(self, where: Path | str = "manifest") -> None:
+        """Shards must tile rows [0, n) in order.
+
+        Raises:
+            IntegrityError: a gap, an overlap or a total that is not ``n``.
+        """
+        start = 0
+        for shard in self.shards:
+            if shard.start != start:
+                raise IntegrityError(
+                    f"{where}: shard {shard.name!r} starts at row {shard.start}, expected {start}"
+                )
+            start += shard.n
+        if start != self.n:
+            raise IntegrityError(f"{where}: shards hold {start} rows, manifest says n={self.n}")
 
     def save(self, path: Path) -> None:
         """Writes the manifest atomically, keys sorted, as JSON."""
@@ -163,3 +197,24 @@ class Manifest(_Part):
         if len(set(names)) != len(names):
             raise CheckpointNotFoundError(f"checkpoint listed twice in {names}")
         return list(names), checkpoint_weights([lrs[c] for c in names])
+
+
+def ids_digest(ids_files: list[Path]) -> str:
+    """sha256 of the version's ids, one per line in row order (shard files concatenated)."""
+    digest = hashlib.sha256()
+    for path in ids_files:
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _from_format_1(data: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 manifest in format-2 shape: one shard rooted at the version directory."""
+    n = data.get("n")
+    upgraded = dict(data)
+    upgraded["format_version"] = 1  # kept: it says which layout the files are in
+    upgraded["shards"] = [
+        {"name": "", "start": 0, "n": n, "ids_sha256": data.get("ids_sha256", "")}
+    ]
+    return upgraded

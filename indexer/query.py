@@ -37,7 +37,7 @@ from less_core.featurize import Featurizer
 from less_core.lora_grads import PerExampleGradients
 from less_core.projectors import make_projector
 from less_core.scoring import subtask_queries
-from less_core.search import QuerySet, scan_select
+from less_core.search import QuerySet, scan_select_shards
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,8 @@ class QueryEngine:
             )
             for name in store.checkpoint_names
         }
-        self.features = {name: store.features(name) for name in store.checkpoint_names}
+        # Per checkpoint, per shard: memory-mapped, read block by block by the search.
+        self.features = {name: store.shard_features(name) for name in store.checkpoint_names}
         self._ids = store.ids
 
     @property
@@ -233,7 +234,8 @@ class QueryEngine:
             )
             query_sets.append(QuerySet(vectors, query.k, query.aggregate))
             subtask_names.append(subtasks)
-        results = scan_select([self.features[n] for n in needed], query_sets, device=self.device)
+        shards = [[self.features[n][s] for n in needed] for s in range(len(self.store.shards))]
+        results = scan_select_shards(shards, query_sets, device=self.device)
         t2 = time.perf_counter()
         share = 1.0 / len(queries)
         return [

@@ -83,9 +83,7 @@ def verify_datastore(
     wanted = {ids[r]: r for r in rows}
     examples = {ex.id: ex for ex in iter_examples(pool_path) if ex.id in wanted}
     tokenizer = load_tokenizer(model_dir)
-    toks = [
-        tokenize_example(tokenizer, examples[ids[r]], m.tokenization.max_length) for r in rows
-    ]
+    toks = [tokenize_example(tokenizer, examples[ids[r]], m.tokenization.max_length) for r in rows]
     dev = resolve_device(device)
     model = load_lora_model(model_dir, m.lora, dev)
     grads = PerExampleGradients(model)

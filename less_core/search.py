@@ -81,14 +81,18 @@ def _rows_on(
     return block.to(device).to(torch.float32)
 
 
+FeatureMatrix = np.ndarray | torch.Tensor
+"""(N, P) features of one checkpoint: a numpy memmap (read block by block) or a tensor."""
+
+
 def scan_select(
-    features: Sequence[np.ndarray | torch.Tensor],
+    features: Sequence[FeatureMatrix],
     query_sets: Sequence[QuerySet],
     *,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     device: torch.device | str = "cpu",
 ) -> list[SearchResult]:
-    """Exact top-k of every query set in one blocked pass over the features.
+    """Exact top-k of every query set in one blocked pass over one shard's features.
 
     Args:
         features: per checkpoint c, an (N, P) matrix (float16/float32; memmaps are read
@@ -100,19 +104,47 @@ def scan_select(
     Returns:
         One SearchResult per query set, in order.
     """
-    if not features:
+    return scan_select_shards([features], query_sets, block_rows=block_rows, device=device)
+
+
+def scan_select_shards(
+    shards: Sequence[Sequence[FeatureMatrix]],
+    query_sets: Sequence[QuerySet],
+    *,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    device: torch.device | str = "cpu",
+) -> list[SearchResult]:
+    """Exact top-k over row shards, as if they were one matrix: rows are numbered globally.
+
+    Each shard is scanned block by block and every block's candidates are merged into the
+    running top-k (score desc, row asc), so the result equals one scan over the concatenation.
+
+    Args:
+        shards: per shard, per checkpoint, an (n_shard, P) matrix; shards in row order.
+        query_sets: requests; each ``queries`` has C·P columns.
+        block_rows: rows per block.
+        device: where the block matmuls run.
+
+    Returns:
+        One SearchResult per query set, rows global (shard start + local row).
+    """
+    if not shards or not shards[0]:
         raise ConfigError("no feature matrices to search")
     if not query_sets:
         return []
-    n, p = features[0].shape
-    n_ckpt = len(features)
-    if any(f.shape != (n, p) for f in features):
-        raise ConfigError("all checkpoints' feature matrices must have the same shape")
+    n_ckpt = len(shards[0])
+    p = shards[0][0].shape[1]
+    n_total = 0
+    for features in shards:
+        n_shard = features[0].shape[0]
+        if len(features) != n_ckpt or any(f.shape != (n_shard, p) for f in features):
+            raise ConfigError("all checkpoints' feature matrices must have the same shape")
+        n_total += n_shard
     for qs in query_sets:
         if qs.queries.ndim != 2 or qs.queries.shape[1] != n_ckpt * p:
             raise ConfigError(f"queries must be (S, {n_ckpt * p}), got {tuple(qs.queries.shape)}")
-        if not 1 <= qs.k <= n:
-            raise ConfigError(f"k must be in [1, {n}], got {qs.k}")
+        if not 1 <= qs.k <= n_total:
+            raise ConfigError(f"k must be in [1, {n_total}], got {qs.k}")
     # One matmul per block and checkpoint scores every query of every set: the block is read
     # from memory once. BLAS switches to matrix-vector kernels (other rounding) below a few
     # columns, so queries are zero-padded to MIN_GEMM_COLUMNS: then each column's result is
@@ -132,22 +164,26 @@ def scan_select(
         (torch.empty(0), torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64))
         for _ in query_sets
     ]
-    for r0 in range(0, n, block_rows):
-        r1 = min(n, r0 + block_rows)
-        # (rows, Q): the first checkpoint's product, then the others added in place.
-        block_scores = _rows_on(features[0], r0, r1, device) @ q_parts[0]
-        for c in range(1, n_ckpt):
-            block_scores.add_(_rows_on(features[c], r0, r1, device) @ q_parts[c])
-        block_scores = block_scores.cpu()
-        rows = torch.arange(r0, r1, dtype=torch.int64)
-        for i, ((a, b), qs) in enumerate(zip(spans, query_sets)):
-            per_subtask = block_scores[:, a:b]
-            agg = aggregate_scores(per_subtask, qs.aggregate)
-            arg = per_subtask.argmax(dim=1)
-            s_prev, r_prev, a_prev = best[i]
-            cand_s = torch.cat([s_prev, agg])
-            cand_r = torch.cat([r_prev, rows])
-            cand_a = torch.cat([a_prev, arg])
-            top = _ordered_top(cand_s, cand_r, qs.k)
-            best[i] = (cand_s[top], cand_r[top], cand_a[top])
+    offset = 0
+    for features in shards:
+        n = features[0].shape[0]
+        for r0 in range(0, n, block_rows):
+            r1 = min(n, r0 + block_rows)
+            # (rows, Q): the first checkpoint's product, then the others added in place.
+            block_scores = _rows_on(features[0], r0, r1, device) @ q_parts[0]
+            for c in range(1, n_ckpt):
+                block_scores.add_(_rows_on(features[c], r0, r1, device) @ q_parts[c])
+            block_scores = block_scores.cpu()
+            rows = torch.arange(offset + r0, offset + r1, dtype=torch.int64)
+            for i, ((a, b), qs) in enumerate(zip(spans, query_sets)):
+                per_subtask = block_scores[:, a:b]
+                agg = aggregate_scores(per_subtask, qs.aggregate)
+                arg = per_subtask.argmax(dim=1)
+                s_prev, r_prev, a_prev = best[i]
+                cand_s = torch.cat([s_prev, agg])
+                cand_r = torch.cat([r_prev, rows])
+                cand_a = torch.cat([a_prev, arg])
+                top = _ordered_top(cand_s, cand_r, qs.k)
+                best[i] = (cand_s[top], cand_r[top], cand_a[top])
+        offset += n
     return [SearchResult(rows=r, scores=s, best_subtask=a) for s, r, a in best]

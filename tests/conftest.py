@@ -113,6 +113,29 @@ def datastore_root(tmp_path_factory, tiny_model_dir, pool_path, warmup_dir) -> P
     return root
 
 
+@pytest.fixture(scope="session")
+def sharded_datastore_root(tmp_path_factory, tiny_model_dir, pool_path, warmup_dir) -> Path:
+    """The same build as ``datastore_root`` with its 48 rows in shards of 20 (20 + 20 + 8)."""
+    from dataclasses import replace
+
+    from indexer.build import BuildRequest, build_datastore
+
+    root = tmp_path_factory.mktemp("ds-sharded") / "tiny"
+    build_datastore(
+        BuildRequest(
+            tiny_model_dir,
+            pool_path,
+            warmup_dir,
+            root,
+            "tiny-llama",
+            projection=PROJ,
+            build=replace(BUILD, shard_rows=20),
+            tokenization=TOKENS,
+        )
+    )
+    return root
+
+
 def pytest_collection_modifyitems(config, items):
     run_slow = os.environ.get("LESS_RUN_SLOW") == "1"
     has_cuda = torch.cuda.is_available()

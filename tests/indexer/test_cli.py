@@ -109,13 +109,13 @@ def test_cli_verify_detects_corruption(tmp_path, datastore_root, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(datastore_root, copy)
     store = Datastore.open(copy)
-    f = np.load(store.path / "features" / "checkpoint-6.npy", mmap_mode="r+")
+    f = np.load(store.path / "shards/00000/features/checkpoint-6.npy", mmap_mode="r+")
     f[3] *= 2.0
     f.flush()
     del f
     code, out, _ = run_cli(["verify", "--datastore", str(copy)], capsys)
     report = json.loads(out)
-    assert code == 1 and report["bad_checksums"] == ["features/checkpoint-6.npy"]
+    assert code == 1 and report["bad_checksums"] == ["shards/00000/features/checkpoint-6.npy"]
     assert any("not unit-norm near row 3" in p for p in report["problems"])
 
 
@@ -224,7 +224,7 @@ def test_build_resumes_after_kill_with_identical_bytes(tmp_path, tiny_model_dir,
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            found = list((tmp_path / "killed" / ".staging").glob("*/progress/checkpoint-6.json"))
+            found = list((tmp_path / "killed" / ".staging").glob("*/progress/00000-checkpoint-6.json"))
             if found and json.loads(found[0].read_text())["batches_done"] >= 10:
                 progress = found[0]
                 break
@@ -253,7 +253,7 @@ def test_build_resumes_after_kill_with_identical_bytes(tmp_path, tiny_model_dir,
     assert clean.returncode == 0, clean.stderr
     a, b = Datastore.open(tmp_path / "killed"), Datastore.open(tmp_path / "clean")
     for name in a.checkpoint_names:
-        assert (a.path / "features" / f"{name}.npy").read_bytes() == (
-            b.path / "features" / f"{name}.npy"
+        assert (a.path / "shards/00000/features" / f"{name}.npy").read_bytes() == (
+            b.path / "shards/00000/features" / f"{name}.npy"
         ).read_bytes()
     assert a.verify_checksums() == [] and a.ids == b.ids
