@@ -221,3 +221,39 @@ class Datastore:
             if not (self.path / name).is_file() or sha256_file(self.path / name) != digest
         ]
         return sorted(bad)
+
+
+@dataclass(frozen=True)
+class StorageSizes:
+    """Bytes a version takes on disk, and what a process serving it keeps resident."""
+
+    feature_bytes: int
+    index_bytes: int
+    total_bytes: int
+    ids_bytes: int
+
+    @property
+    def expected_ram_bytes(self) -> int:
+        """Resident memory beyond the page cache: the id list (as Python strings, about
+        IDS_RAM_FACTOR × its file size) and any approximate index (faiss reads it into RAM)."""
+        return IDS_RAM_FACTOR * self.ids_bytes + self.index_bytes
+
+
+IDS_RAM_FACTOR = 8
+"""A short id string costs ~60-70 bytes as a Python str in a list vs ~8-12 bytes on disk."""
+
+
+def index_sizes(store: Datastore) -> StorageSizes:
+    """Sizes of a version's features, index files and ids, summed over shards."""
+    features = index = ids = 0
+    for shard in store.shards:
+        shard_dir = store.shard_dir(shard)
+        features += sum(
+            (shard_dir / feature_file(n)).stat().st_size for n in store.checkpoint_names
+        )
+        ids += (shard_dir / IDS).stat().st_size
+        path = store.index_path(shard)
+        if path is not None and path.is_file():
+            index += path.stat().st_size
+    total = sum(p.stat().st_size for p in store.path.rglob("*") if p.is_file())
+    return StorageSizes(features, index, total, ids)

@@ -64,3 +64,57 @@ def load_index(path: Path, device: str = "cpu") -> Any:
     if device.startswith("cuda") and hasattr(faiss, "StandardGpuResources"):
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
     return index
+
+
+def is_gpu_index(index: Any) -> bool:
+    """Whether faiss runs ``index`` on a GPU (then k is capped; see ``indexer.search``)."""
+    return type(index).__name__.startswith("Gpu")
+
+
+def search_index(
+    index: Any,
+    queries: np.ndarray,
+    k: int,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+) -> np.ndarray:
+    """Row ids of the top-``k`` rows of each query (-1 where the index found fewer).
+
+    ``nprobe`` / ``ef_search`` are set for this call through faiss's ParameterSpace, which
+    reaches them through pre-transforms (PCA, OPQ) too; None keeps the index's own value.
+    Only the worker thread searches, so setting them on the shared index is safe.
+
+    Args:
+        index: a faiss inner-product index.
+        queries: (Q, D) float32 queries.
+        k: results per query.
+
+    Returns:
+        (Q, k) int64 row ids.
+    """
+    faiss = require_faiss()
+    space = faiss.ParameterSpace()
+    for name, value in (("nprobe", nprobe), ("efSearch", ef_search)):
+        if value is not None:
+            try:
+                space.set_index_parameter(index, name, int(value))
+            except RuntimeError as exc:
+                raise ConfigError(f"this index takes no {name!r}: {exc}") from None
+    _, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return np.asarray(ids, dtype=np.int64)
+
+
+def index_defaults(index: Any) -> dict[str, int]:
+    """The index's own ``nprobe`` / ``efSearch`` (as built), for resetting between requests."""
+    faiss = require_faiss()
+    out: dict[str, int] = {}
+    try:
+        out["nprobe"] = int(faiss.extract_index_ivf(index).nprobe)
+    except (RuntimeError, AttributeError):
+        pass  # not an IVF index
+    inner = faiss.downcast_index(
+        index.index if isinstance(index, faiss.IndexPreTransform) else index
+    )
+    if hasattr(inner, "hnsw"):
+        out["efSearch"] = int(inner.hnsw.efSearch)
+    return out

@@ -30,6 +30,7 @@ from indexer.model_io import (
     model_fingerprint,
     resolve_device,
 )
+from indexer.search import SearchParams, ShardSearcher
 from less_core.config import Aggregate, SelectionConfig
 from less_core.data import Example, TokenizedExample, collate, tokenize_example
 from less_core.errors import DataError, IndexMismatchError
@@ -37,7 +38,7 @@ from less_core.featurize import Featurizer
 from less_core.lora_grads import PerExampleGradients
 from less_core.projectors import make_projector
 from less_core.scoring import subtask_queries
-from less_core.search import QuerySet, scan_select_shards
+from less_core.search import QuerySet
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class TargetQuery:
         weights: their weights w_c (renormalised over the chosen checkpoints).
         k: rows to return.
         aggregate: how subtask scores combine.
+        search: exact or approximate search options.
     """
 
     targets: Sequence[TokenizedExample]
@@ -63,6 +65,7 @@ class TargetQuery:
     weights: tuple[float, ...]
     k: int
     aggregate: Aggregate
+    search: SearchParams = SearchParams()
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,7 @@ class QueryEngine:
             )
             for name in store.checkpoint_names
         }
-        # Per checkpoint, per shard: memory-mapped, read block by block by the search.
-        self.features = {name: store.shard_features(name) for name in store.checkpoint_names}
+        self.searcher = ShardSearcher(store, self.device)
         self._ids = store.ids
 
     @property
@@ -165,7 +167,11 @@ class QueryEngine:
         return tuple(names), tuple(float(w) for w in weights), config.resolve_k(self.n)
 
     def prepare(
-        self, examples: Sequence[Example], config: SelectionConfig, max_tokens: int | None = None
+        self,
+        examples: Sequence[Example],
+        config: SelectionConfig,
+        max_tokens: int | None = None,
+        search: SearchParams | None = None,
     ) -> TargetQuery:
         """A ``TargetQuery`` from examples and a config (tokenized and resolved once)."""
         checkpoints, weights, k = self.resolve(config)
@@ -176,6 +182,7 @@ class QueryEngine:
             weights=weights,
             k=k,
             aggregate=config.aggregate,
+            search=search or SearchParams(),
         )
 
     def target_features(
@@ -234,8 +241,7 @@ class QueryEngine:
             )
             query_sets.append(QuerySet(vectors, query.k, query.aggregate))
             subtask_names.append(subtasks)
-        shards = [[self.features[n][s] for n in needed] for s in range(len(self.store.shards))]
-        results = scan_select_shards(shards, query_sets, device=self.device)
+        results = self.searcher.search(needed, query_sets, [q.search for q in queries])
         t2 = time.perf_counter()
         share = 1.0 / len(queries)
         return [
@@ -251,6 +257,11 @@ class QueryEngine:
             for res, names in zip(results, subtask_names)
         ]
 
-    def select(self, examples: Sequence[Example], config: SelectionConfig) -> Selection:
+    def select(
+        self,
+        examples: Sequence[Example],
+        config: SelectionConfig,
+        search: SearchParams | None = None,
+    ) -> Selection:
         """One selection from examples (tokenized once) and a config."""
-        return self.select_many([self.prepare(examples, config)])[0]
+        return self.select_many([self.prepare(examples, config, search=search)])[0]

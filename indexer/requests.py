@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from less_wire import SelectRequest, TargetExample
-
+from indexer.search import SearchParams
 from less_core.config import SelectionConfig
 from less_core.data import Example
+from less_wire import SelectRequest, TargetExample
 
 
 def examples_from_targets(targets: Sequence[TargetExample]) -> list[Example]:
@@ -28,6 +28,13 @@ def examples_from_targets(targets: Sequence[TargetExample]) -> list[Example]:
         )
         for t in targets
     ]
+
+
+def search_params(request: SelectRequest) -> SearchParams:
+    """The request's approximate-index options (defaults when it gives none)."""
+    if request.search is None:
+        return SearchParams()
+    return SearchParams(**request.search.model_dump())
 
 
 def selection_config(request: SelectRequest) -> SelectionConfig:

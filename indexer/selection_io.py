@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from less_wire import SelectedExample, write_selected_ids, write_selected_rows
-
 from indexer.query import Selection
+from less_wire import SelectedExample, write_selected_ids, write_selected_rows
 
 
 def selected_examples(selection: Selection, return_scores: bool = True) -> list[SelectedExample]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from indexer.checkpoints import discover_checkpoints, select_checkpoints
 from indexer.datastore import Datastore
@@ -14,11 +15,14 @@ from indexer.fsutil import sha256_file
 from indexer.jsonl import iter_examples
 from indexer.model_io import load_adapter_weights, load_lora_model, load_tokenizer, resolve_device
 from indexer.optimizer_files import load_adam_state
+from indexer.search import SearchParams, ShardSearcher
+from less_core.config import SelectionConfig
 from less_core.data import collate, tokenize_example
 from less_core.errors import IntegrityError
 from less_core.featurize import Featurizer
 from less_core.lora_grads import PerExampleGradients
 from less_core.projectors import make_projector
+from less_core.search import QuerySet
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +33,28 @@ MIN_COSINE = 0.999
 NORM_CHECK_BLOCK_ROWS = 16384
 
 
+RECALL_SAMPLE = 16
+"""Stored rows used as queries when measuring an approximate index's recall."""
+
+
 @dataclass
 class VerifyReport:
+    """What ``verify`` found.
+
+    Attributes:
+        version: the version checked.
+        bad_checksums: files whose sha256 does not match.
+        problems: anything else wrong (shapes, norms, recomputed rows).
+        min_cosine: per checkpoint, the lowest cosine of a recomputed row with its stored one.
+        recall: for an approximate index, ``{"k=<k>": mean recall@k}`` against the exact scan
+            on a sample of stored rows used as queries (the index's default search settings).
+    """
+
     version: str
     bad_checksums: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     min_cosine: dict[str, float] = field(default_factory=dict)
+    recall: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -73,6 +93,8 @@ def verify_datastore(
                     f"{name}: rows not unit-norm near row {r0 + int(np.argmax(np.abs(norms - 1)))}"
                 )
                 break
+    if not m.build.exact:
+        report.recall = index_recall(store, seed=seed)
     if model_dir is None or pool_path is None or warmup_dir is None:
         return report
     if sha256_file(pool_path) != m.pool.sha256:
@@ -110,3 +132,48 @@ def verify_datastore(
                 f"{ckpt.name}: recomputed row {int(rows[np.argmin(cos)])} has cosine {cos.min():.4f}"
             )
     return report
+
+
+def index_recall(
+    store: Datastore,
+    ks: list[int] | None = None,
+    sample: int = RECALL_SAMPLE,
+    seed: int = 0,
+    params: SearchParams | None = None,
+) -> dict[str, float]:
+    """Mean recall@k of the approximate index against the exact scan.
+
+    Queries are stored rows (their checkpoint features side by side, weighted by w_c like a
+    real query): they come from the same distribution as target gradients, unlike random
+    vectors, and need no model to compute.
+
+    Args:
+        store: a datastore with an approximate index.
+        ks: the k values to measure (default: the default 5 % selection, and 1 %).
+        sample: how many rows serve as queries.
+        params: search options for the approximate side (default: the index's own).
+    """
+    searcher = ShardSearcher(store)
+    names, weights = store.manifest.weights()
+    rows = np.sort(
+        np.random.default_rng(seed).choice(store.n, size=min(sample, store.n), replace=False)
+    )
+    queries = torch.from_numpy(
+        np.hstack(
+            [
+                w * np.asarray(store.features(n)[rows], dtype=np.float32)
+                for n, w in zip(names, weights)
+            ]
+        )
+    )
+    if ks is None:
+        ks = sorted({SelectionConfig().resolve_k(store.n), max(1, round(0.01 * store.n))})
+    out = {}
+    exact, approx = SearchParams(exact=True), params or SearchParams()
+    for k in ks:
+        sets = [QuerySet(queries[i : i + 1], k) for i in range(len(rows))]
+        truth = searcher.search(names, sets, [exact] * len(sets))
+        found = searcher.search(names, sets, [approx] * len(sets))
+        hits = [len(set(t.rows.tolist()) & set(f.rows.tolist())) / k for t, f in zip(truth, found)]
+        out[f"k={k}"] = float(np.mean(hits))
+    return out

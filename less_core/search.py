@@ -187,3 +187,57 @@ def scan_select_shards(
                 best[i] = (cand_s[top], cand_r[top], cand_a[top])
         offset += n
     return [SearchResult(rows=r, scores=s, best_subtask=a) for s, r, a in best]
+
+
+def rescore_rows(
+    features: Sequence[FeatureMatrix],
+    rows: np.ndarray,
+    query_set: QuerySet,
+    *,
+    offset: int = 0,
+    device: torch.device | str = "cpu",
+) -> SearchResult:
+    """Exact top-k of one query set among candidate rows of one shard.
+
+    Used after an approximate index proposed candidates: the returned scores are then exact
+    (equal to a full scan's for the same rows); only which rows were considered is approximate.
+
+    Args:
+        features: per checkpoint, the shard's (n, P) matrix.
+        rows: (m,) distinct local row indices of candidates, any order.
+        query_set: the request; ``queries`` has C·P columns.
+        offset: the shard's first global row, added to the returned rows.
+        device: where the matmul runs.
+
+    Returns:
+        The best ``min(k, m)`` candidates, rows global, best first (ties: lower row).
+    """
+    local = np.sort(np.asarray(rows, dtype=np.int64))  # sorted reads are kinder to a memmap
+    if len(local) == 0:
+        empty = torch.empty(0, dtype=torch.int64)
+        return SearchResult(rows=empty, scores=torch.empty(0), best_subtask=empty)
+    p = features[0].shape[1]
+    queries = query_set.queries.to(device, torch.float32)
+    scores = torch.zeros(len(local), queries.shape[0], device=device)
+    for c, matrix in enumerate(features):
+        if isinstance(matrix, torch.Tensor):
+            part = matrix[torch.from_numpy(local).to(matrix.device)].to(device, torch.float32)
+        else:
+            part = torch.from_numpy(np.ascontiguousarray(matrix[local])).to(device, torch.float32)
+        scores += part @ queries[:, c * p : (c + 1) * p].T
+    scores = scores.cpu()
+    agg = aggregate_scores(scores, query_set.aggregate)
+    global_rows = torch.from_numpy(local + offset)
+    top = _ordered_top(agg, global_rows, min(query_set.k, len(local)))
+    return SearchResult(
+        rows=global_rows[top], scores=agg[top], best_subtask=scores.argmax(dim=1)[top]
+    )
+
+
+def merge_results(results: Sequence[SearchResult], k: int) -> SearchResult:
+    """The best k rows of several shards' results (score desc, row asc), as one result."""
+    scores = torch.cat([r.scores for r in results])
+    rows = torch.cat([r.rows for r in results])
+    best = torch.cat([r.best_subtask for r in results])
+    top = _ordered_top(scores, rows, min(k, scores.numel()))
+    return SearchResult(rows=rows[top], scores=scores[top], best_subtask=best[top])

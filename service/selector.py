@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from less_wire import SelectRequest, SelectResponse, Timings
 
 from indexer.query import Selection
-from indexer.requests import examples_from_targets, selection_config
+from indexer.requests import examples_from_targets, search_params, selection_config
 from indexer.selection_io import selected_examples
 from less_core.data import Example
 from service.auth import Team
@@ -105,6 +105,7 @@ class Selector:
             k=prepared.k,
             aggregate=prepared.request.aggregate,
             max_tokens=self.registry.max_target_tokens(prepared.datastore),
+            search=search_params(prepared.request),
             on_gradients=on_gradients,
         )
         return item, self.worker.submit(item, block=block, timeout=timeout)

@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from indexer.query import DEFAULT_SUBTASK, QueryEngine, Selection, TargetQuery
+from indexer.search import SearchParams
 from less_core.config import Aggregate
 from less_core.data import Example
 from less_core.errors import LessError
@@ -48,6 +49,7 @@ class WorkItem:
         k: Rows to return.
         aggregate: How subtask scores combine.
         max_tokens: Token limit per target.
+        search: Exact or approximate search options.
         on_gradients: Called (in the worker) once the target gradients are computed.
         future: Resolved with the ``Selection`` or the error for this request.
         enqueued: ``time.perf_counter()`` when queued.
@@ -61,6 +63,7 @@ class WorkItem:
     k: int
     aggregate: Aggregate
     max_tokens: int
+    search: SearchParams = SearchParams()
     on_gradients: Callable[[], None] | None = None
     future: Future[Selection] = field(default_factory=Future)
     enqueued: float = field(default_factory=time.perf_counter)
@@ -80,6 +83,7 @@ def target_query(engine: QueryEngine, item: WorkItem) -> TargetQuery:
         weights=item.weights,
         k=item.k,
         aggregate=item.aggregate,
+        search=item.search,
     )
 
 

@@ -33,7 +33,14 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar
 from urllib.parse import quote
 
 import httpx
-from less_wire import Job, SelectedExample, SelectRequest, TargetExample, describe_validation_errors
+from less_wire import (
+    Job,
+    SearchOptions,
+    SelectedExample,
+    SelectRequest,
+    TargetExample,
+    describe_validation_errors,
+)
 from pydantic import BaseModel, ValidationError
 
 from ._constants import (
@@ -95,6 +102,8 @@ class SelectOptions(TypedDict, total=False):
         aggregate: "max" (default) scores an example by its best target subtask, "mean" by
             the average over subtasks.
         return_scores: Whether each selected example carries its score. Default True.
+        search: Approximate-index options (`SearchOptions` or a dict: `exact`, `nprobe`,
+            `ef_search`, `candidates`); ignored by exact datastores.
     """
 
     k: int | None
@@ -102,6 +111,7 @@ class SelectOptions(TypedDict, total=False):
     checkpoints: Sequence[str] | None
     aggregate: Literal["max", "mean"]
     return_scores: bool
+    search: SearchOptions | Mapping[str, Any] | None
 
 
 _RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})

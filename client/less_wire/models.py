@@ -26,6 +26,7 @@ __all__ = [
     "JobStatus",
     "Message",
     "ProjectorInfo",
+    "SearchOptions",
     "SelectRequest",
     "SelectResponse",
     "SelectedExample",
@@ -88,6 +89,30 @@ class TargetExample(_Request):
         return self
 
 
+class SearchOptions(_Request):
+    """How to search a datastore that has an approximate index (ignored by exact datastores).
+
+    Results are always re-ranked with exact scores from the stored features: the options
+    trade recall (which rows are considered) against time, never score accuracy.
+    """
+
+    exact: bool = Field(
+        default=False, description="Scan every row exactly even when an approximate index exists."
+    )
+    nprobe: int | None = Field(
+        default=None, ge=1, le=65536, description="IVF lists to visit (default: the index's)."
+    )
+    ef_search: int | None = Field(
+        default=None, ge=1, le=65536, description="HNSW search breadth (default: the index's)."
+    )
+    candidates: float = Field(
+        default=2.0,
+        ge=1.0,
+        le=100.0,
+        description="Rows fetched from the index per wanted row, before exact re-ranking.",
+    )
+
+
 class SelectRequest(_Request):
     """Body of `POST /v1/datastores/{name}/select` and `POST /v1/datastores/{name}/jobs`."""
 
@@ -106,6 +131,9 @@ class SelectRequest(_Request):
         default="max", description="How scores against several subtasks combine."
     )
     return_scores: bool = True
+    search: SearchOptions | None = Field(
+        default=None, description="Approximate-index search options (default: SearchOptions())."
+    )
 
     @model_validator(mode="after")
     def _size(self) -> SelectRequest:

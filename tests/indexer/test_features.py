@@ -35,9 +35,7 @@ def test_adam_features_equal_hand_computed_formula(
     tokenizer = load_tokenizer(tiny_model_dir)
     model = load_lora_model(tiny_model_dir, LORA, torch.device("cpu"))
     params = lora_parameters(model)
-    projector = make_projector(
-        store.manifest.projector, lora_layout(model)
-    )
+    projector = make_projector(store.manifest.projector, lora_layout(model))
     rows = {ex_id: i for i, ex_id in enumerate(store.ids)}
     pool = [json.loads(line) for line in pool_path.read_text().splitlines()]
     for ckpt in discover_checkpoints(warmup_dir):
