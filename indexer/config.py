@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import torch
+
 from less_core.config import Config, require
 
 EXACT_FACTORY = "Flat"
@@ -61,6 +63,13 @@ class BuildConfig(Config):
     sort_by_length: bool = field(
         default=True, metadata={"help": "batch similar lengths together to cut padding"}
     )
+    autocast: Literal["none", "bf16", "fp16"] = field(
+        default="none",
+        metadata={
+            "help": "mixed precision for the forward/backward (bf16/fp16 on GPUs; features stay "
+            "float32 after the gradient); none: full precision"
+        },
+    )
     shard_rows: int | None = field(
         default=None,
         metadata={
@@ -71,6 +80,11 @@ class BuildConfig(Config):
     )
 
     @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The torch dtype of ``autocast``, or None for full precision."""
+        return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.autocast]
+
+    @property
     def exact(self) -> bool:
         """True when search runs exactly over the stored features (no approximate index)."""
         # "none" is how format-1 builds asked for no index file: the same exact search.
@@ -79,5 +93,6 @@ class BuildConfig(Config):
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, "batch_size must be >= 1")
         require(self.shard_rows is None or self.shard_rows >= 1, "shard_rows must be >= 1")
+        require(self.autocast in ("none", "bf16", "fp16"), "autocast: none|bf16|fp16")
         require(bool(self.index_factory.strip()), "index_factory must not be empty")
         require(self.feature_dtype in ("float16", "float32"), "feature_dtype: float16|float32")

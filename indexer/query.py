@@ -103,7 +103,8 @@ class QueryEngine:
         self.tokenizer = load_tokenizer(model_dir)
         self.tokenization = manifest.tokenization
         self.model = load_lora_model(model_dir, manifest.lora, self.device)
-        self.grads = PerExampleGradients(self.model)
+        # Targets get the precision the pool was featurized with.
+        self.grads = PerExampleGradients(self.model, manifest.build.autocast_dtype)
         if manifest.layout != self.grads.layout:
             raise IndexMismatchError("the model's LoRA layout differs from the datastore's")
         self.projector = make_projector(manifest.projector, manifest.layout)

@@ -108,7 +108,7 @@ def verify_datastore(
     toks = [tokenize_example(tokenizer, examples[ids[r]], m.tokenization.max_length) for r in rows]
     dev = resolve_device(device)
     model = load_lora_model(model_dir, m.lora, dev)
-    grads = PerExampleGradients(model)
+    grads = PerExampleGradients(model, m.build.autocast_dtype)
     projector = make_projector(m.projector, grads.layout)
     shapes = [p.module.weight.shape for p in grads.params]
     by_name = {
