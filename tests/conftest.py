@@ -1,4 +1,4 @@
-"""Shared fixtures: marker skips, a tiny model, a synthetic pool, a real warmup and a built datastore."""
+"""Shared fixtures: marker skips, a tiny model, a synthetic pool, a real warmup, built datastores."""
 
 import json
 import os
@@ -93,47 +93,38 @@ def warmup_dir(tmp_path_factory, tiny_model_dir, pool_path) -> Path:
     )
 
 
-@pytest.fixture(scope="session")
-def datastore_root(tmp_path_factory, tiny_model_dir, pool_path, warmup_dir) -> Path:
+def build_tiny_datastore(root: Path, model_dir: Path, pool: Path, warmup: Path, **build) -> Path:
+    """Builds the tests' datastore config at ``root`` (``build`` overrides BuildConfig fields)."""
+    from dataclasses import replace
+
     from indexer.build import BuildRequest, build_datastore
 
-    root = tmp_path_factory.mktemp("ds") / "tiny"
     build_datastore(
         BuildRequest(
-            tiny_model_dir,
-            pool_path,
-            warmup_dir,
+            model_dir,
+            pool,
+            warmup,
             root,
             "tiny-llama",
             projection=PROJ,
-            build=BUILD,
+            build=replace(BUILD, **build),
             tokenization=TOKENS,
         )
     )
     return root
+
+
+@pytest.fixture(scope="session")
+def datastore_root(tmp_path_factory, tiny_model_dir, pool_path, warmup_dir) -> Path:
+    root = tmp_path_factory.mktemp("ds") / "tiny"
+    return build_tiny_datastore(root, tiny_model_dir, pool_path, warmup_dir)
 
 
 @pytest.fixture(scope="session")
 def sharded_datastore_root(tmp_path_factory, tiny_model_dir, pool_path, warmup_dir) -> Path:
     """The same build as ``datastore_root`` with its 48 rows in shards of 20 (20 + 20 + 8)."""
-    from dataclasses import replace
-
-    from indexer.build import BuildRequest, build_datastore
-
     root = tmp_path_factory.mktemp("ds-sharded") / "tiny"
-    build_datastore(
-        BuildRequest(
-            tiny_model_dir,
-            pool_path,
-            warmup_dir,
-            root,
-            "tiny-llama",
-            projection=PROJ,
-            build=replace(BUILD, shard_rows=20),
-            tokenization=TOKENS,
-        )
-    )
-    return root
+    return build_tiny_datastore(root, tiny_model_dir, pool_path, warmup_dir, shard_rows=20)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
-from indexer.build import BuildRequest, build_datastore
 from indexer.datastore import Datastore, index_sizes
 from indexer.query import QueryEngine
 from indexer.search import SearchParams
 from indexer.verify import index_recall, verify_datastore
 from less_core.config import SelectionConfig
 from less_core.errors import ConfigError
-from tests.conftest import BUILD, PROJ, TOKENS
+from tests.conftest import build_tiny_datastore
 from tests.indexer.test_selection import brute_force, targets
 
 
-def _build(root, model_dir, pool, warmup, **build):
-    build_datastore(
-        BuildRequest(
-            model_dir,
-            pool,
-            warmup,
-            root,
-            "tiny-llama",
-            projection=PROJ,
-            build=replace(BUILD, **build),
-            tokenization=TOKENS,
-        )
-    )
-    return Datastore.open(root)
+def _build(root, model_dir, pool, warmup, **build) -> Datastore:
+    return Datastore.open(build_tiny_datastore(root, model_dir, pool, warmup, **build))
 
 
 @pytest.fixture(scope="module")
