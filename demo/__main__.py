@@ -16,7 +16,12 @@ import logging
 import sys
 import time
 
+from demo.config import DemoConfig
+from demo.pipeline import prepare_all, running_service
+from indexer.cli_args import add_dataclass_args, dataclass_from_args
+from indexer.jsonl import iter_jsonl
 from less_client import APIStatusError, LessClient, LessClientError
+from less_core.errors import LessError
 from less_wire import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -25,12 +30,6 @@ from less_wire import (
     InputFileError,
     load_targets_jsonl,
 )
-
-from demo.config import DemoConfig
-from demo.pipeline import prepare_all, running_service
-from indexer.cli_args import add_dataclass_args, dataclass_from_args
-from indexer.jsonl import iter_jsonl
-from less_core.errors import LessError
 
 log = logging.getLogger("demo")
 

@@ -18,7 +18,7 @@ def _dest(prefix: str, name: str) -> str:
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
-    """Add one flag per field of ``cls`` (help from the field's metadata, default from the field)."""
+    """Add one flag per field of ``cls`` (help from the field's metadata, default from it)."""
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)
     for f in dataclasses.fields(cls):

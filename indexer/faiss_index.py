@@ -22,7 +22,8 @@ def require_faiss() -> Any:
         import faiss
     except ImportError:
         raise ImportError(
-            "faiss is not installed: pip install 'less-search[cpu]' (faiss-cpu) or '[gpu]' (faiss-gpu)"
+            "faiss is not installed: pip install 'less-search[cpu]' (faiss-cpu) "
+            "or 'less-search[gpu]' (faiss-gpu)"
         ) from None
     return faiss
 

@@ -7,7 +7,10 @@ import time
 
 
 class Progress:
-    """Logs ``done/total`` (or just ``done`` when the total is unknown), items per second and ETA at most every ``interval_s`` seconds."""
+    """Logs ``done/total`` (or ``done`` when the total is unknown), rate and ETA.
+
+    At most every ``interval_s`` seconds, and once more when the total is reached.
+    """
 
     def __init__(
         self, label: str, total: int | None, done: int = 0, interval_s: float = 5.0, logger=None

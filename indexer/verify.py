@@ -129,7 +129,8 @@ def verify_datastore(
         report.min_cosine[ckpt.name] = float(cos.min())
         if cos.min() < MIN_COSINE:
             report.problems.append(
-                f"{ckpt.name}: recomputed row {int(rows[np.argmin(cos)])} has cosine {cos.min():.4f}"
+                f"{ckpt.name}: recomputed row {int(rows[np.argmin(cos)])} "
+                f"has cosine {cos.min():.4f}"
             )
     return report
 

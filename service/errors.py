@@ -13,13 +13,6 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from less_wire import (
-    ErrorBody,
-    ErrorCode,
-    ErrorResponse,
-    code_for_status,
-    describe_validation_errors,
-)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from less_core.errors import (
@@ -27,6 +20,13 @@ from less_core.errors import (
     IndexNotFoundError,
     IntegrityError,
     LessError,
+)
+from less_wire import (
+    ErrorBody,
+    ErrorCode,
+    ErrorResponse,
+    code_for_status,
+    describe_validation_errors,
 )
 
 log = logging.getLogger(__name__)

@@ -21,6 +21,8 @@ from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from indexer.selection_io import selected_examples
+from less_core.errors import LessError
 from less_wire import (
     ErrorBody,
     ErrorCode,
@@ -29,9 +31,6 @@ from less_wire import (
     code_for_status,
     selection_records,
 )
-
-from indexer.selection_io import selected_examples
-from less_core.errors import LessError
 from service.errors import ServiceError, less_error_status
 from service.registry import Registry
 from service.selector import Selector

@@ -3,6 +3,14 @@
 ``/healthz`` answers while engines load; ``/readyz`` reports ready once every datastore's engine
 is loaded. A datastore that fails to load stays "failed" (logged, shown by /readyz) and its
 requests answer 503 instead of taking the process down.
+
+New versions are picked up without a restart: ``reload`` (and, every ``reload_interval_s``, a
+daemon thread) notices when a datastore's ``CURRENT`` names another version, opens it and builds
+a fresh engine for it in the background while the old one keeps answering, then replaces the
+(store, engine) pair under the lock in one step. A request takes the pair once (``snapshot``,
+in ``Selector.prepare``) and is answered by that engine, so its k, weights, answer, reported
+version and cache key all come from one version; the old engine lives until its last request
+is answered. A version whose engine fails to load is logged and left; the old one serves on.
 """
 
 from __future__ import annotations
@@ -12,11 +20,11 @@ import threading
 from collections.abc import Callable
 
 import torch
-from less_wire import CheckpointInfo, DatastoreSummary, ProjectorInfo
 
-from indexer.datastore import Datastore
+from indexer.datastore import Datastore, current_version
 from indexer.query import QueryEngine
 from less_core.errors import LessError
+from less_wire import CheckpointInfo, DatastoreSummary, ProjectorInfo
 from service.errors import ServiceError
 from service.settings import DatastoreConfig, ServiceSettings
 
@@ -61,6 +69,9 @@ class Registry:
         self._engines: dict[str, QueryEngine] = {}
         self._state: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()  # one reload at a time (thread or direct call)
+        self._failed_versions: dict[str, str] = {}  # name -> version whose engine failed to load
+        self._stop = threading.Event()
         self.loaded = threading.Event()  # set when every load was attempted, failed or not
         for name, config in settings.datastores.items():
             try:
@@ -71,13 +82,29 @@ class Registry:
                 self._state[name] = f"failed: {exc}"
 
     def start_loading(self) -> threading.Thread:
-        """Loads every engine in a daemon thread, one after another."""
-        thread = threading.Thread(target=self._load_all, name="less-engine-loader", daemon=True)
+        """Loads every engine in a daemon thread, one after another, then watches for new
+        versions every ``reload_interval_s`` (0: never) until ``stop``."""
+        thread = threading.Thread(target=self._load_and_watch, name="less-engines", daemon=True)
         thread.start()
         return thread
 
+    def stop(self) -> None:
+        """Ends the version watch (engines stay usable)."""
+        self._stop.set()
+
+    def _load_and_watch(self) -> None:
+        self._load_all()
+        interval = self.settings.reload_interval_s
+        while interval > 0 and not self._stop.wait(interval):
+            try:
+                self.reload(retry_failed=False)
+            except Exception:  # the watch must outlive any one check
+                log.exception("checking datastores for new versions failed")
+
     def _load_all(self) -> None:
-        for name, store in self._stores.items():
+        with self._lock:
+            stores = list(self._stores.items())
+        for name, store in stores:
             try:
                 engine = self._factory(store, self.settings.datastores[name], self.settings.device)
             except (
@@ -109,20 +136,30 @@ class Registry:
             return dict(self._state)
 
     def names(self) -> list[str]:
-        return list(self._stores)
+        with self._lock:
+            return list(self._stores)
 
     def store(self, name: str) -> Datastore:
         """The opened datastore (404 if it does not exist or could not be opened)."""
-        store = self._stores.get(name)
+        return self.snapshot(name)[0]
+
+    def snapshot(self, name: str) -> tuple[Datastore, QueryEngine | None]:
+        """The datastore version and its engine (None while it loads), read together: a
+        request holding both is checked and answered by one version, even across a reload."""
+        with self._lock:
+            store = self._stores.get(name)
+            engine = self._engines.get(name)
         if store is None:
             raise ServiceError(404, f"datastore {name!r} not found")
-        return store
+        return store, engine
 
     def summary(self, name: str) -> DatastoreSummary:
         return summarize(name, self.store(name))
 
-    def engine(self, name: str) -> QueryEngine:
-        """The loaded engine; 503 ``overloaded`` while it loads or if loading failed."""
+    def engine(self, name: str, version: str | None = None) -> QueryEngine:
+        """The loaded engine; 503 ``overloaded`` while it loads or if loading failed, and when
+        ``version`` is given but the datastore has moved to another one (retry: the request is
+        checked again against the new version)."""
         with self._lock:
             engine = self._engines.get(name)
             state = self._state.get(name, "unknown")
@@ -132,7 +169,68 @@ class Registry:
                 f"datastore {name!r} is not ready ({state})",
                 retry_after=self.settings.retry_after_unavailable_s,
             )
+        if version is not None and engine.store.version != version:
+            raise ServiceError(
+                503,
+                f"datastore {name!r} moved from version {version} to {engine.store.version} "
+                "while the request waited; retry",
+                retry_after=self.settings.retry_after_busy_s,
+            )
         return engine
+
+    def reload(self, name: str | None = None, *, retry_failed: bool = True) -> dict[str, str]:
+        """Switches datastores whose ``CURRENT`` names a new version to it (see the module
+        docstring); blocks while the new engines load.
+
+        Args:
+            name: One datastore (default: all).
+            retry_failed: Try again a version whose engine failed to load before (the periodic
+                watch does not, so a broken version is not reloaded every interval).
+
+        Returns:
+            Per datastore checked: ``unchanged``, ``loading`` (its first load is still running),
+            ``reloaded <old> -> <new>`` or ``failed <version>: <error>``.
+        """
+        names = [name] if name is not None else list(self.settings.datastores)
+        with self._reload_lock:
+            return {n: self._reload_one(n, retry_failed) for n in names}
+
+    def _reload_one(self, name: str, retry_failed: bool) -> str:
+        config = self.settings.datastores[name]
+        try:
+            version = current_version(config.path)
+        except (LessError, OSError) as exc:
+            return f"failed: {exc}"
+        with self._lock:
+            old, old_engine = self._stores.get(name), self._engines.get(name)
+            state = self._state.get(name, "")
+        if old is not None and old.version == version:
+            return "unchanged"
+        if old is not None and old_engine is None and state == "loading":
+            return "loading"
+        if not retry_failed and self._failed_versions.get(name) == version:
+            return f"failed {version}: see the log"
+        log.info("datastore %r: loading version %s in the background", name, version)
+        try:
+            store = Datastore.open(config.path, version)
+            engine = self._factory(store, config, self.settings.device)
+        except Exception as exc:  # the old version keeps serving
+            log.exception("datastore %r: version %s failed to load", name, version)
+            self._failed_versions[name] = version
+            with self._lock:
+                if name not in self._engines:
+                    self._state[name] = f"failed: {exc}"
+            return f"failed {version}: {exc}"
+        with self._lock:  # one step: no request sees this store with the other's engine
+            self._stores[name] = store
+            self._engines[name] = engine
+            self._state[name] = "ready"
+        self._failed_versions.pop(name, None)
+        previous = old.version if old is not None else "none"
+        log.info(
+            "datastore %r switched from version %s to %s (N=%d)", name, previous, version, store.n
+        )
+        return f"reloaded {previous} -> {version}"
 
     def max_target_tokens(self, name: str) -> int:
         """Configured token limit per target, by default the datastore's max_length."""

@@ -16,12 +16,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from less_wire import SelectRequest, SelectResponse, Timings
-
-from indexer.query import Selection
+from indexer.query import QueryEngine, Selection
 from indexer.requests import examples_from_targets, search_params, selection_config
 from indexer.selection_io import selected_examples
 from less_core.data import Example
+from less_wire import SelectRequest, SelectResponse, Timings
 from service.auth import Team
 from service.cache import SelectionCache, cache_key
 from service.errors import ServiceError, invalid
@@ -44,6 +43,7 @@ class Prepared:
     checkpoints: tuple[str, ...]
     weights: tuple[float, ...]
     k: int
+    engine: QueryEngine | None = None  # the version's engine, taken with the store (None: loading)
 
 
 class Selector:
@@ -70,7 +70,8 @@ class Selector:
             ServiceError: 400 for too many targets, a k over ``max_k``, a fraction selecting none.
             LessError: ConfigError (k > N), CheckpointNotFoundError (unknown checkpoint): 400.
         """
-        store = self.registry.store(name)
+        # Store and engine taken together: the request is checked and answered by one version.
+        store, engine = self.registry.snapshot(name)
         if len(request.targets) > self.settings.max_targets:
             raise invalid(
                 f"{len(request.targets)} targets given; at most {self.settings.max_targets} allowed"
@@ -88,6 +89,7 @@ class Selector:
             tuple(names),
             tuple(float(w) for w in weights),
             k,
+            engine,
         )
 
     def submit(
@@ -99,6 +101,8 @@ class Selector:
     ) -> tuple[WorkItem, Future[Selection]]:
         item = WorkItem(
             datastore=prepared.datastore,
+            version=prepared.version,
+            engine=prepared.engine,
             examples=prepared.examples,
             checkpoints=prepared.checkpoints,
             weights=prepared.weights,

@@ -44,5 +44,6 @@ class Services:
         log.info("service started: datastores %s, jobs in %s", self.registry.names(), self.jobs.dir)
 
     def stop(self) -> None:
+        self.registry.stop()
         self.job_runner.stop()
         self.worker.stop()

@@ -15,7 +15,6 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from less_wire import describe_validation_errors
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -25,6 +24,7 @@ from pydantic_settings import (
 )
 
 from less_core.errors import ConfigError
+from less_wire import describe_validation_errors
 
 CONFIG_ENV = "LESS_CONFIG"
 JOBS_DB = "jobs.sqlite"
@@ -111,6 +111,12 @@ class ServiceSettings(BaseSettings):
         default=1024, ge=0, description="LRU entries of answered selects (0: off)."
     )
     log_target_contents: bool = Field(default=False, description="Put target texts in usage logs.")
+    reload_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="How often each datastore's CURRENT is checked for a new version, which is "
+        "then loaded in the background and swapped in (0: never; restart to pick it up).",
+    )
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N.")
 
     @model_validator(mode="after")

@@ -54,6 +54,10 @@ class WorkItem:
         future: Resolved with the ``Selection`` or the error for this request.
         enqueued: ``time.perf_counter()`` when queued.
         queue_ms: Time spent waiting, set when its batch starts.
+        version: Datastore version the request was checked against (None: not checked).
+        engine: That version's engine, pinned when the request was prepared, so a reload
+            between prepare and answer cannot mix versions (None: the registry's, if its
+            version is still ``version``).
     """
 
     datastore: str
@@ -68,6 +72,16 @@ class WorkItem:
     future: Future[Selection] = field(default_factory=Future)
     enqueued: float = field(default_factory=time.perf_counter)
     queue_ms: float = 0.0
+    version: str | None = None
+    engine: QueryEngine | None = None
+
+    def batches_with(self, other: WorkItem) -> bool:
+        """Same datastore and the same version's engine: one engine call can answer both."""
+        return (self.datastore, self.engine, self.version) == (
+            other.datastore,
+            other.engine,
+            other.version,
+        )
 
 
 def target_query(engine: QueryEngine, item: WorkItem) -> TargetQuery:
@@ -162,7 +176,7 @@ class Worker:
                             item.future.set_exception(exc)
 
     def _collect(self) -> list[WorkItem]:
-        """The next batch: one datastore's items, gathered for at most the batch window."""
+        """The next batch: one datastore version's items, gathered for at most the window."""
         if self._backlog:
             first = self._backlog.popleft()
         else:
@@ -173,7 +187,7 @@ class Worker:
         batch = [first]
         limit = self.settings.max_batch_requests
         for item in list(self._backlog):
-            if len(batch) < limit and item.datastore == first.datastore:
+            if len(batch) < limit and item.batches_with(first):
                 self._backlog.remove(item)
                 batch.append(item)
         deadline = time.monotonic() + self.settings.batch_window_ms / 1000
@@ -182,7 +196,7 @@ class Worker:
                 item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
-            (batch if item.datastore == first.datastore else self._backlog).append(item)
+            (batch if item.batches_with(first) else self._backlog).append(item)
         return batch
 
     def _answer(self, batch: list[WorkItem]) -> None:
@@ -192,7 +206,10 @@ class Worker:
         if not live:
             return
         try:
-            engine = self.registry.engine(live[0].datastore)
+            first = live[0]
+            engine = first.engine
+            if engine is None:
+                engine = self.registry.engine(first.datastore, first.version)
         except ServiceError as exc:
             for item in live:
                 item.future.set_exception(exc)

@@ -1,4 +1,4 @@
-"""Shared fixtures: marker skips, a tiny model, a synthetic pool, a real warmup, built datastores."""
+"""Shared fixtures: marker skips, a tiny model, a synthetic pool, a real warmup, datastores."""
 
 import json
 import os

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar
 from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel, ValidationError
+
 from less_wire import (
     Job,
     SearchOptions,
@@ -41,7 +43,6 @@ from less_wire import (
     TargetExample,
     describe_validation_errors,
 )
-from pydantic import BaseModel, ValidationError
 
 from ._constants import (
     API_KEY_ENV,
@@ -348,7 +349,8 @@ def parse_result_line(line: str, lineno: int, response: httpx.Response) -> Selec
         return SelectedExample.model_validate_json(line)
     except ValidationError as exc:
         raise APIResponseValidationError(
-            f"job result line {lineno} is not a selected example: {describe_validation_errors(exc.errors())}",
+            f"job result line {lineno} is not a selected example: "
+            + describe_validation_errors(exc.errors()),
             response=response,
         ) from exc
 

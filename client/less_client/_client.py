@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
+
 from less_wire import (
     DatastoreList,
     DatastoreSummary,

@@ -12,6 +12,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
 import httpx
+
 from less_wire import InputFileError, code_for_status
 
 if TYPE_CHECKING:

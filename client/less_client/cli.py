@@ -18,6 +18,8 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import IO, TypeVar
 
+from pydantic import ValidationError
+
 from less_wire import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -31,7 +33,6 @@ from less_wire import (
     write_selected_ids,
     write_selected_rows,
 )
-from pydantic import ValidationError
 
 from ._base import SelectOptions
 from ._client import LessClient

@@ -77,7 +77,8 @@ def load_targets_jsonl(path: PathLike) -> list[TargetExample]:
                 targets.append(TargetExample.model_validate(known))
             except ValidationError as exc:
                 raise InputFileError(
-                    f"{path}:{lineno}: invalid target example: {describe_validation_errors(exc.errors())}"
+                    f"{path}:{lineno}: invalid target example: "
+                    + describe_validation_errors(exc.errors())
                 ) from exc
     if not targets:
         raise InputFileError(f"{path}: no target examples")

@@ -11,10 +11,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from less_wire import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE
-
 from indexer.fsutil import fsync_dir, fsync_tree
 from less_core.errors import ConfigError, DataError, LessError
+from less_wire import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE
 
 logger = logging.getLogger(__name__)
 

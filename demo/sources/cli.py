@@ -12,14 +12,13 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from less_wire import EXIT_OK
-
 from demo.sources._common import add_logging_args, run_cli
 from demo.sources.config import BigBenchConfig
 from demo.sources.fetch import BIGBENCH_SDIST, TASKS_DIRNAME, fetch_bigbench_sdist
 from demo.sources.splits import build_bigbench_splits
 from demo.sources.tasks import TaskInfo, describe_tasks
 from indexer.cli_args import add_dataclass_args, dataclass_from_args
+from less_wire import EXIT_OK
 
 PROG = "python -m demo.sources.cli"
 

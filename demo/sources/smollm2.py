@@ -24,8 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from less_wire import EXIT_OK
-
 from demo.sources._common import (
     SourceError,
     add_logging_args,
@@ -35,6 +33,7 @@ from demo.sources._common import (
     staging_dir,
 )
 from indexer.fsutil import atomic_write_json, sha256_file
+from less_wire import EXIT_OK
 
 logger = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from less_wire import DatastoreList, DatastoreSummary, ErrorResponse
 
+from less_wire import DatastoreList, DatastoreSummary, ErrorResponse
 from service.deps import CurrentTeam, GrantedDatastore, RegistryDep
 
 router = APIRouter(prefix="/datastores", tags=["datastores"])

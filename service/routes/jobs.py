@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
-from less_wire import ErrorResponse, Job, SelectRequest
 
+from less_wire import ErrorResponse, Job, SelectRequest
 from service.deps import CurrentTeam, GrantedDatastore, JobStoreDep, SelectorDep, ServicesDep
 from service.errors import ServiceError
 

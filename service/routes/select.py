@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from less_wire import ErrorResponse, SelectRequest, SelectResponse
 
+from less_wire import ErrorResponse, SelectRequest, SelectResponse
 from service.deps import CurrentTeam, GrantedDatastore, SelectorDep
 
 router = APIRouter(prefix="/datastores", tags=["select"])

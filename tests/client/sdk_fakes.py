@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+
 from less_client import AsyncLessClient, LessClient
 
 BASE_URL = "http://less.test"

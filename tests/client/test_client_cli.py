@@ -7,8 +7,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from less_client import LessClient, cli
 from sdk_fakes import DATASTORE, SELECT_RESPONSE, FakeServer, error, job
+
+from less_client import LessClient, cli
 
 TARGETS = [
     {"id": "t1", "prompt": "2+2=", "completion": "4", "subtask": "math"},

@@ -11,6 +11,7 @@ import asyncio
 
 import httpx
 import pytest
+
 from less_client import AsyncLessClient, SelectedExample, UnprocessableEntityError
 from less_wire import SelectRequest, SelectResponse, Timings
 

@@ -8,6 +8,8 @@ import time
 
 import httpx
 import pytest
+from sdk_fakes import SELECT_RESPONSE, error
+
 from less_client import (
     APIConnectionError,
     APIStatusError,
@@ -24,7 +26,6 @@ from less_client import (
     UnprocessableEntityError,
 )
 from less_client._exceptions import make_status_error, parse_retry_after
-from sdk_fakes import SELECT_RESPONSE, error
 
 TARGETS = [{"prompt": "2+2=", "completion": "4"}]
 OK = {"datastores": []}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from sdk_fakes import error, job
+
 from less_client import (
     APIResponseValidationError,
     ConflictError,
@@ -13,7 +15,6 @@ from less_client import (
     SelectedExample,
 )
 from less_client._base import JobWaiter
-from sdk_fakes import error, job
 
 TARGETS = [{"prompt": "2+2=", "completion": "4", "subtask": "math"}]
 

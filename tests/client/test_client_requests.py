@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from pydantic import ValidationError
+from sdk_fakes import API_KEY, DATASTORE, SELECT_RESPONSE, job
+
 from less_client import (
     APIResponseValidationError,
     AsyncLessClient,
@@ -15,8 +18,6 @@ from less_client import (
     TargetExample,
 )
 from less_client._constants import DEFAULT_TIMEOUT, USER_AGENT
-from pydantic import ValidationError
-from sdk_fakes import API_KEY, DATASTORE, SELECT_RESPONSE, job
 
 CHAT = {
     "messages": [

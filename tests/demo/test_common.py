@@ -6,11 +6,11 @@ import argparse
 from pathlib import Path
 
 import pytest
-from less_wire import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE
 
 from demo.sources import cli
 from demo.sources._common import SourceError, run_cli
 from less_core.errors import ConfigError, DataError, IntegrityError
+from less_wire import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE
 
 ARGS = argparse.Namespace(verbose=False, quiet=True)
 

@@ -161,7 +161,8 @@ def test_cli_select_writes_ids_and_rows(
             "pool.jsonl:2: malformed JSON",
         ),
         (
-            '{"id": "a", "prompt": "x", "completion": "y"}\n{"id": "a", "prompt": "z", "completion": "w"}\n',
+            '{"id": "a", "prompt": "x", "completion": "y"}\n'
+            '{"id": "a", "prompt": "z", "completion": "w"}\n',
             "pool.jsonl:2: duplicate id 'a'",
         ),
         ('{"prompt": "x", "completion": "y"}\n', "pool.jsonl:1: missing 'id'"),
@@ -224,7 +225,9 @@ def test_build_resumes_after_kill_with_identical_bytes(tmp_path, tiny_model_dir,
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            found = list((tmp_path / "killed" / ".staging").glob("*/progress/00000-checkpoint-6.json"))
+            found = list(
+                (tmp_path / "killed" / ".staging").glob("*/progress/00000-checkpoint-6.json")
+            )
             if found and json.loads(found[0].read_text())["batches_done"] >= 10:
                 progress = found[0]
                 break

@@ -30,7 +30,7 @@ def test_checkpoints_and_lr_weights(warmup_dir):
 def test_adam_features_equal_hand_computed_formula(
     tiny_model_dir, pool_path, warmup_dir, datastore_root
 ):
-    """Row of the datastore == normalize(Π · m'/sqrt(v'+eps)) from the real optimizer.pt, by hand."""
+    """Datastore row == normalize(Π · m'/sqrt(v'+eps)) from the real optimizer.pt, by hand."""
     store = Datastore.open(datastore_root)
     tokenizer = load_tokenizer(tiny_model_dir)
     model = load_lora_model(tiny_model_dir, LORA, torch.device("cpu"))

@@ -22,7 +22,7 @@ def targets(subtasks=("add", "rev", "count")):
 
 
 def brute_force(store, target_feats, labels, names, aggregate):
-    """score_s(z) = sum_c w_c mean_{v in V_s} <f_c(z), q_c(v)> in float64, straight from SPEC §2.7."""
+    """score_s(z) = sum_c w_c mean_{v in V_s} <f_c(z), q_c(v)> in float64, from SPEC §2.7."""
     lrs = {c.name: c.lr for c in store.manifest.checkpoints}
     w = np.array([lrs[n] for n in names]) / sum(lrs[n] for n in names)
     subs = list(dict.fromkeys(labels))
@@ -31,7 +31,7 @@ def brute_force(store, target_feats, labels, names, aggregate):
         f = np.asarray(store.features(name), dtype=np.float64)
         t = target_feats[c].double().numpy()
         for s, sub in enumerate(subs):
-            idx = [i for i, l in enumerate(labels) if l == sub]
+            idx = [i for i, label in enumerate(labels) if label == sub]
             scores[:, s] += w[c] * np.mean(f @ t[idx].T, axis=1)
     agg = scores.max(axis=1) if aggregate == "max" else scores.mean(axis=1)
     order = np.lexsort((np.arange(store.n), -agg))

@@ -6,8 +6,8 @@ import json
 import time
 
 from fastapi.testclient import TestClient
-from less_wire import SelectRequest
 
+from less_wire import SelectRequest
 from service.app import create_app
 from service.jobs import JobStore
 from tests.service.conftest import TARGETS, auth, make_settings, wait_ready

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from less_client import AsyncLessClient, AuthenticationError, LessClient, RateLimitError
 
+from less_client import AsyncLessClient, AuthenticationError, LessClient, RateLimitError
 from less_core.config import SelectionConfig
 from less_core.data import Example
 from service.launcher import service_process

@@ -4,7 +4,6 @@ the wire contract import no more than they should."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import venv
