@@ -91,6 +91,21 @@ def _cmd_build(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_append(ns: argparse.Namespace) -> int:
+    from indexer.append import AppendRequest, append_rows
+
+    req = AppendRequest(
+        datastore_root=Path(ns.datastore),
+        model_dir=Path(ns.model_dir),
+        pool_path=Path(ns.pool),
+        warmup_dir=Path(ns.warmup_dir),
+        version=ns.version,
+        device=ns.device,
+    )
+    print(append_rows(req))
+    return EXIT_OK
+
+
 def _cmd_info(ns: argparse.Namespace) -> int:
     from indexer.datastore import Datastore
 
@@ -201,6 +216,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_args(p, AdamFeatureConfig, "adam")
     add_dataclass_args(p, TokenizationConfig)
     p.set_defaults(func=_cmd_build)
+
+    p = sub.add_parser(
+        "append", help="add rows to a datastore as a new version (old shards reused, not redone)"
+    )
+    p.add_argument("--datastore", required=True, help="datastore root directory")
+    p.add_argument("--model-dir", required=True, help="the model the datastore was built with")
+    p.add_argument("--pool", required=True, help="JSONL of the new rows (pool format, new ids)")
+    p.add_argument(
+        "--warmup-dir", required=True, help="the warmup checkpoints the datastore was built from"
+    )
+    p.add_argument("--version", default=None, help="version to append to (default: CURRENT)")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_append)
 
     for name, func, help_text in (
         ("info", _cmd_info, "show a datastore's manifest"),

@@ -11,6 +11,8 @@ Format history (``format_version``):
     2 — rows in shards (``shards/<name>/ids.txt``, ``shards/<name>/features/<ckpt>.npy``,
         ``shards/<name>/index.faiss`` for approximate indexes), listed in ``shards`` with their
         first row. A format-1 manifest is read as one shard rooted at the version directory.
+        Optional ``appended`` (default empty, so older manifests read unchanged): the row files
+        ``less-index append`` added after the build, in order; ``pool`` stays the built pool.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from less_wire import describe_validation_errors
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from indexer.config import BuildConfig
@@ -30,6 +31,7 @@ from less_core.config import AdamFeatureConfig, LoraSettings, ProjectionConfig, 
 from less_core.errors import CheckpointNotFoundError, IntegrityError
 from less_core.projectors import ModuleLayout
 from less_core.scoring import checkpoint_weights
+from less_wire import describe_validation_errors
 
 FORMAT_VERSION = 2
 """The format this code writes; ``SUPPORTED_FORMATS`` lists what it reads."""
@@ -96,6 +98,17 @@ class PoolInfo(_Part):
     sha256: str
 
 
+class AppendedInfo(_Part):
+    """Rows added to a version by ``less-index append`` (a new version; old shards reused)."""
+
+    file: str = Field(description="Name of the appended JSONL file.")
+    sha256: str
+    base_version: str = Field(description="The version the rows were appended to.")
+    start: int = Field(ge=0, description="Global row of the first appended row.")
+    n: int = Field(ge=1, description="Rows indexed from the file.")
+    n_skipped: int = Field(ge=0, description="Rows of the file left out (see skipped.jsonl).")
+
+
 class HostInfo(_Part):
     """Versions on the machine that built it (for humans and bug reports)."""
 
@@ -123,6 +136,9 @@ class Manifest(_Part):
     shards: tuple[ShardRecord, ...] = Field(min_length=1, description="Row shards, in row order.")
     n_skipped: int = Field(ge=0, description="Pool rows left out (see skipped.jsonl).")
     pool: PoolInfo
+    appended: tuple[AppendedInfo, ...] = Field(
+        default=(), description="Row files appended after the build, in row order."
+    )
     ids_sha256: str
     device: str
     host: HostInfo
