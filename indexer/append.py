@@ -289,8 +289,8 @@ def append_rows(req: AppendRequest) -> Path:
             if old_rel in base_sums:
                 known[f"{name}/{f}"] = base_sums[old_rel]
         old_shards.append(shard.model_copy(update={"name": name}))
-    for ckpt in base.checkpoint_names:
-        for src in sorted((base.path / "adapters" / ckpt).iterdir()):
+    for ckpt_name in base.checkpoint_names:
+        for src in sorted((base.path / "adapters" / ckpt_name).iterdir()):
             rel = str(src.relative_to(base.path))
             link(src, staging / rel)
             if rel in base_sums:
@@ -320,7 +320,9 @@ def append_rows(req: AppendRequest) -> Path:
     names, shapes = list(grads.layout.names), [p.module.weight.shape for p in grads.params]
     for ckpt in checkpoints:
         load_adapter_weights(model, ckpt.path)
-        adam_state = load_adam_state(ckpt.optimizer_state_path, names, shapes)
+        opt = ckpt.optimizer_state_path
+        assert opt is not None  # _checkpoint_record refused a checkpoint without one
+        adam_state = load_adam_state(opt, names, shapes)
         featurizer = Featurizer(grads, projector, adam_state, m.features.adam)
         seconds = 0.0
         for i, ((start, end), shard_dir) in enumerate(zip(bounds, shard_dirs)):
