@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from indexer.checkpoints import discover_checkpoints, select_checkpoints
 from indexer.datastore import Datastore
 from indexer.fsutil import sha256_file
 from indexer.jsonl import iter_examples
+from indexer.manifest import Manifest
 from indexer.model_io import load_adapter_weights, load_lora_model, load_tokenizer, resolve_device
 from indexer.optimizer_files import load_adam_state
 from indexer.search import SearchParams, ShardSearcher
@@ -61,11 +63,30 @@ class VerifyReport:
         return not self.bad_checksums and not self.problems
 
 
+def check_pool_files(manifest: Manifest, pools: Sequence[Path]) -> None:
+    """The given files must be exactly the built pool and every appended file (any order).
+
+    Raises:
+        IntegrityError: a file that is none of them, or one of them missing.
+    """
+    expected = {manifest.pool.sha256: manifest.pool.file}
+    expected.update({a.sha256: a.file for a in manifest.appended})
+    given = {sha256_file(p): p for p in pools}
+    stray = [str(p) for digest, p in given.items() if digest not in expected]
+    if stray:
+        raise IntegrityError(
+            f"{', '.join(stray)}: neither the pool nor an appended file of this version"
+        )
+    missing = [name for digest, name in expected.items() if digest not in given]
+    if missing:
+        raise IntegrityError(f"also give the row file(s) this version holds: {', '.join(missing)}")
+
+
 def verify_datastore(
     store: Datastore,
     *,
     model_dir: Path | None = None,
-    pool_path: Path | None = None,
+    pool_path: Path | Sequence[Path] | None = None,
     warmup_dir: Path | None = None,
     sample: int = 8,
     seed: int = 0,
@@ -97,13 +118,13 @@ def verify_datastore(
         report.recall = index_recall(store, seed=seed)
     if model_dir is None or pool_path is None or warmup_dir is None:
         return report
-    if sha256_file(pool_path) != m.pool.sha256:
-        raise IntegrityError(f"{pool_path} is not the pool this datastore was built from")
+    pools = [pool_path] if isinstance(pool_path, Path) else list(pool_path)
+    check_pool_files(m, pools)
     rows = np.sort(
         np.random.default_rng(seed).choice(store.n, size=min(sample, store.n), replace=False)
     )
     wanted = {ids[r]: r for r in rows}
-    examples = {ex.id: ex for ex in iter_examples(pool_path) if ex.id in wanted}
+    examples = {ex.id: ex for pool in pools for ex in iter_examples(pool) if ex.id in wanted}
     tokenizer = load_tokenizer(model_dir)
     toks = [tokenize_example(tokenizer, examples[ids[r]], m.tokenization.max_length) for r in rows]
     dev = resolve_device(device)

@@ -372,3 +372,23 @@ def test_cli_append_errors_are_clear(tmp_path, datastore_root, tiny_model_dir, w
 def main_err(root, model_dir, rows_file, warmup_dir, capsys) -> str:
     main(append_args(root, model_dir, rows_file, warmup_dir))
     return capsys.readouterr().err
+
+
+def test_verify_recomputes_appended_rows_given_every_row_file(
+    tmp_path, datastore_root, tiny_model_dir, warmup_dir, pool_path
+):
+    from indexer.verify import verify_datastore
+    from less_core.errors import IntegrityError
+
+    root = copy_store(datastore_root, tmp_path / "ds")
+    rows_file = write_jsonl(tmp_path / "new.jsonl", new_rows())
+    new = Datastore.open(append(root, tiny_model_dir, warmup_dir, rows_file).parent.parent)
+    kwargs = dict(model_dir=tiny_model_dir, warmup_dir=warmup_dir, sample=new.n, device="cpu")
+    report = verify_datastore(new, pool_path=[rows_file, pool_path], **kwargs)
+    assert report.ok, report.problems
+    assert min(report.min_cosine.values()) > 0.999
+    with pytest.raises(IntegrityError, match="also give the row file.*new.jsonl"):
+        verify_datastore(new, pool_path=pool_path, **kwargs)
+    stray = write_jsonl(tmp_path / "stray.jsonl", new_rows(prefix="s-"))
+    with pytest.raises(IntegrityError, match="stray.jsonl: neither the pool nor an appended"):
+        verify_datastore(new, pool_path=[pool_path, rows_file, stray], **kwargs)
