@@ -59,7 +59,7 @@ def _ordered_top(scores: torch.Tensor, rows: torch.Tensor, k: int) -> torch.Tens
         threshold = torch.topk(scores, k).values[-1]
         keep = torch.nonzero(scores >= threshold, as_tuple=True)[0]
     else:
-        keep = torch.arange(scores.numel())
+        keep = torch.arange(scores.numel(), device=scores.device)
     by_row = keep[torch.argsort(rows[keep], stable=True)]
     return by_row[torch.argsort(-scores[by_row].to(torch.float64), stable=True)][:k]
 
@@ -160,8 +160,14 @@ def scan_select_shards(
             [all_q, all_q.new_zeros(MIN_GEMM_COLUMNS - all_q.shape[0], all_q.shape[1])]
         )
     q_parts = [all_q[:, c * p : (c + 1) * p].T.contiguous() for c in range(n_ckpt)]  # (P, Q)
+    # The running top-k stays on the device with the scores: on a GPU, moving every block's
+    # (rows, Q) scores to the host to merge there costs more than the matmul itself.
     best = [
-        (torch.empty(0), torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64))
+        (
+            torch.empty(0, device=device),
+            torch.empty(0, dtype=torch.int64, device=device),
+            torch.empty(0, dtype=torch.int64, device=device),
+        )
         for _ in query_sets
     ]
     offset = 0
@@ -173,8 +179,7 @@ def scan_select_shards(
             block_scores = _rows_on(features[0], r0, r1, device) @ q_parts[0]
             for c in range(1, n_ckpt):
                 block_scores.add_(_rows_on(features[c], r0, r1, device) @ q_parts[c])
-            block_scores = block_scores.cpu()
-            rows = torch.arange(offset + r0, offset + r1, dtype=torch.int64)
+            rows = torch.arange(offset + r0, offset + r1, dtype=torch.int64, device=device)
             for i, ((a, b), qs) in enumerate(zip(spans, query_sets)):
                 per_subtask = block_scores[:, a:b]
                 agg = aggregate_scores(per_subtask, qs.aggregate)
@@ -186,7 +191,9 @@ def scan_select_shards(
                 top = _ordered_top(cand_s, cand_r, qs.k)
                 best[i] = (cand_s[top], cand_r[top], cand_a[top])
         offset += n
-    return [SearchResult(rows=r, scores=s, best_subtask=a) for s, r, a in best]
+    return [
+        SearchResult(rows=r.cpu(), scores=s.cpu(), best_subtask=a.cpu()) for s, r, a in best
+    ]
 
 
 def rescore_rows(
