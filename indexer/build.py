@@ -11,6 +11,14 @@ Stages, each resumable (the same command after a kill continues where it stopped
 
 The build key hashes every input (pool bytes, model, checkpoints, configs): a different input
 never resumes a stale staging directory, and an identical one yields the same version name.
+
+Under ``torchrun`` (``build_datastore(req, ranks)`` with ``indexer.distributed.Ranks``) the same
+stages are split over the ranks: rank 0 tokenizes while the others wait, each rank featurizes
+the shards it owns (shard i -> rank i % world size; without ``shard_rows`` one contiguous slice
+per rank, ``ceil(pool examples / world size)`` rows, recorded in the manifest) into the shared
+staging directory, and after a barrier rank 0 checks every part (progress files, shapes, norms of
+a sample) and runs stage 3 alone. Shards are featurized independently with the same batches, so
+the version equals a single-process build with the same ``shard_rows``, bit for bit.
 """
 
 from __future__ import annotations
@@ -20,9 +28,10 @@ import json
 import logging
 import os
 import platform
+import secrets
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,6 +42,7 @@ import less_core
 from indexer import datastore as ds
 from indexer.checkpoints import Checkpoint, discover_checkpoints, select_checkpoints
 from indexer.config import BuildConfig
+from indexer.distributed import Ranks
 from indexer.faiss_index import build_index
 from indexer.fsutil import atomic_write_json, atomic_write_text, sha256_file
 from indexer.manifest import (
@@ -62,7 +72,7 @@ from indexer.progress import Progress
 from indexer.tokenized_pool import TokenizedPool, tokenize_pool
 from less_core.config import AdamFeatureConfig, ProjectionConfig, TokenizationConfig
 from less_core.data import collate
-from less_core.errors import ConfigError, IndexMismatchError
+from less_core.errors import ConfigError, IndexMismatchError, IntegrityError
 from less_core.featurize import Featurizer
 from less_core.lora_grads import PerExampleGradients
 from less_core.projectors import make_projector
@@ -72,6 +82,12 @@ log = logging.getLogger(__name__)
 
 # Seconds of featurizing a kill may lose at most (env override: tests flush every batch).
 FLUSH_INTERVAL_S = float(os.environ.get("LESS_FLUSH_INTERVAL_S", "10"))
+# Rows per shard and checkpoint whose norms rank 0 checks before publishing a distributed build
+PART_NORM_SAMPLE_ROWS = 64
+# Stored features are unit-norm up to float16 rounding (the tolerance of ``indexer.verify``)
+PART_NORM_TOLERANCE = 1e-2
+# Written by rank 0 into the staging directory, read back by the others: one shared filesystem
+SHARED_CHECK_FILE = "progress/shared-check.json"
 
 
 @dataclass(frozen=True)
@@ -176,14 +192,45 @@ def build_key(req: BuildRequest, pool_sha: str, model_sha: str, ckpt_records: li
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def build_datastore(req: BuildRequest) -> Path:
+def count_pool_examples(pool_path: Path) -> int:
+    """Examples in a pool JSONL file (its non-blank lines), before any is skipped."""
+    with pool_path.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def distributed_build_config(build: BuildConfig, pool_path: Path, world_size: int) -> BuildConfig:
+    """The build config of a ``world_size``-rank build: without ``shard_rows``, one contiguous
+    slice per rank (``ceil(pool examples / world_size)`` rows; examples skipped at tokenization
+    make the last slices shorter). It enters the build key and the manifest as asked for."""
+    if world_size <= 1 or build.shard_rows is not None:
+        return build
+    n = count_pool_examples(pool_path)
+    return replace(build, shard_rows=max(1, -(-n // world_size)))
+
+
+def build_datastore(req: BuildRequest, ranks: Ranks | None = None) -> Path:
     """Build (or resume, or find already published) the datastore for ``req``.
 
+    Args:
+        req: what to build.
+        ranks: this process's rank in a ``torchrun`` job (``indexer.distributed.init_from_env``);
+            None or ``Ranks()``: a build in one process.
+
     Returns:
-        The published version directory.
+        The published version directory (on every rank).
     """
+    ranks = ranks or Ranks()
     timings: dict[str, float] = {}
     t_start = time.monotonic()
+    if ranks.distributed:
+        build_config = distributed_build_config(req.build, req.pool_path, ranks.world_size)
+        if build_config != req.build:
+            log.info(
+                "%d ranks: shard_rows %d (one contiguous slice per rank)",
+                ranks.world_size,
+                build_config.shard_rows,
+            )
+            req = replace(req, build=build_config)
     checkpoints = select_checkpoints(
         discover_checkpoints(req.warmup_dir, req.lr_overrides),
         list(req.checkpoints) if req.checkpoints else None,
@@ -197,34 +244,57 @@ def build_datastore(req: BuildRequest) -> Path:
     model_sha = model_fingerprint(req.model_dir)
     key = build_key(req, pool_sha, model_sha, records)
     version = key[:16]
-    if (req.out_root / "versions" / version / ds.MANIFEST).is_file():
+    ranks.agree(key, "build key")
+    published = (req.out_root / "versions" / version / ds.MANIFEST).is_file()
+    if ranks.broadcast(published, "published check"):
         log.info("datastore version %s is already published; nothing to do", version)
-        ds.publish_pointer(req.out_root, version)
+        if ranks.is_main:
+            ds.publish_pointer(req.out_root, version)
+        ranks.broadcast(None, "pointer")
         return req.out_root / "versions" / version
     staging = req.out_root / ".staging" / version
-    (staging / "progress").mkdir(parents=True, exist_ok=True)
+    if ranks.is_main:
+        (staging / "progress").mkdir(parents=True, exist_ok=True)
     log.info("building datastore version %s in %s", version, staging)
 
     device = resolve_device(req.device)
     tokenizer = load_tokenizer(req.model_dir)
     t0 = time.monotonic()
-    pool = tokenize_pool(req.pool_path, tokenizer, req.tokenization.max_length, staging / "tokens")
+    if ranks.is_main:
+        pool = tokenize_pool(
+            req.pool_path, tokenizer, req.tokenization.max_length, staging / "tokens"
+        )
     timings["tokenize_s"] = time.monotonic() - t0
+    if ranks.distributed:
+        pool = _share_staging(ranks, staging, pool if ranks.is_main else None)
     bounds = ds.shard_bounds(pool.n, req.build.shard_rows)
     shard_dirs = [staging / ds.shard_name(i) for i in range(len(bounds))]
-    for shard_dir in shard_dirs:
-        (shard_dir / ds.FEATURES_DIR).mkdir(parents=True, exist_ok=True)
+    mine = [i for i in range(len(bounds)) if ranks.owns(i)]
+    if ranks.distributed:
+        log.info("featurizing shards %s of %d (%d rows)", mine, len(bounds), pool.n)
+        if len(bounds) % ranks.world_size:
+            log.warning(
+                "%d shards on %d ranks: ranks with fewer shards wait for the others at a barrier "
+                "(the distributed timeout must cover it)",
+                len(bounds),
+                ranks.world_size,
+            )
+    for i in mine:
+        (shard_dirs[i] / ds.FEATURES_DIR).mkdir(parents=True, exist_ok=True)
 
-    model = load_lora_model(req.model_dir, lora, device)
-    grads = PerExampleGradients(model)
-    projector = make_projector(req.projection, grads.layout)
-    names, shapes = list(grads.layout.names), [p.module.weight.shape for p in grads.params]
-    for ckpt in checkpoints:
+    # Rank 0 always owns shard 0, so it has the model layout the manifest records.
+    if mine:
+        model = load_lora_model(req.model_dir, lora, device)
+        grads = PerExampleGradients(model)
+        projector = make_projector(req.projection, grads.layout)
+        names, shapes = list(grads.layout.names), [p.module.weight.shape for p in grads.params]
+    for ckpt in checkpoints if mine else []:
         load_adapter_weights(model, ckpt.path)
         adam_state = load_adam_state(ckpt.optimizer_state_path, names, shapes)
         featurizer = Featurizer(grads, projector, adam_state, req.adam)
         seconds = 0.0
-        for i, ((start, end), shard_dir) in enumerate(zip(bounds, shard_dirs)):
+        for i in mine:
+            (start, end), shard_dir = bounds[i], shard_dirs[i]
             seconds += _featurize_shard(
                 featurizer,
                 pool,
@@ -239,6 +309,14 @@ def build_datastore(req: BuildRequest) -> Path:
                 f"featurize {ckpt.name}" + (f" shard {i + 1}/{len(bounds)}" if i else ""),
             )
         timings[f"featurize_s/{ckpt.name}"] = seconds
+    if ranks.distributed:
+        per_rank = ranks.all_gather(timings, "featurized")
+        if not ranks.is_main:
+            published_path = ranks.broadcast(None, "published")
+            log.info("rank 0 published %s", published_path)
+            return Path(published_path)
+        _gather_timings(timings, per_rank, [c.name for c in checkpoints])
+        _check_parts(staging, bounds, shard_dirs, checkpoints, req)
 
     t0 = time.monotonic()
     if not req.build.exact:
@@ -315,6 +393,85 @@ def build_datastore(req: BuildRequest) -> Path:
     shutil.rmtree(staging / "progress")
     manifest.save(staging / ds.MANIFEST)
     ds.write_checksums(staging)
-    published = ds.publish(staging, req.out_root, version)
-    log.info("published datastore %s (%d examples, %d skipped)", published, pool.n, pool.n_skipped)
-    return published
+    published_dir = ds.publish(staging, req.out_root, version)
+    log.info(
+        "published datastore %s (%d examples, %d skipped)", published_dir, pool.n, pool.n_skipped
+    )
+    ranks.broadcast(str(published_dir), "published")
+    return published_dir
+
+
+def _share_staging(ranks: Ranks, staging: Path, pool: TokenizedPool | None) -> TokenizedPool:
+    """After rank 0 tokenized the pool: every rank opens it, having checked that it sees the
+    staging directory rank 0 wrote (one filesystem shared by all ranks, nodes included)."""
+    check = staging / SHARED_CHECK_FILE
+    if ranks.is_main:
+        (staging / ds.SHARDS_DIR).mkdir(exist_ok=True)
+        atomic_write_json(check, {"token": secrets.token_hex(16)})
+    token = ranks.broadcast(
+        json.loads(check.read_text())["token"] if ranks.is_main else None, "tokenized pool"
+    )
+    if pool is not None:
+        return pool
+    try:
+        seen = json.loads(check.read_text())["token"]
+    except (OSError, ValueError, KeyError):
+        seen = None
+    if seen != token:
+        raise ConfigError(
+            f"{ranks.label}: {staging} is not the staging directory rank 0 wrote; --out must be "
+            "on a filesystem every rank (every node) shares"
+        )
+    return TokenizedPool(staging / "tokens")
+
+
+def _gather_timings(
+    timings: dict[str, float], per_rank: list[dict[str, float]], checkpoints: list[str]
+) -> None:
+    """Stage seconds of a distributed build: the slowest rank per checkpoint, and per rank."""
+    for name in checkpoints:
+        timings[f"featurize_s/{name}"] = max(t.get(f"featurize_s/{name}", 0.0) for t in per_rank)
+    for r, t in enumerate(per_rank):
+        timings[f"featurize_s/rank{r}"] = sum(t.get(f"featurize_s/{c}", 0.0) for c in checkpoints)
+
+
+def _check_parts(
+    staging: Path,
+    bounds: list[tuple[int, int]],
+    shard_dirs: list[Path],
+    checkpoints: list[Checkpoint],
+    req: BuildRequest,
+) -> None:
+    """Every shard's features, as the ranks left them: complete per their progress files, of the
+    right shape and dtype, unit-norm on a sample of rows.
+
+    Raises:
+        IntegrityError: naming the shard and checkpoint.
+    """
+    dim = req.projection.dim
+    for i, ((start, end), shard_dir) in enumerate(zip(bounds, shard_dirs)):
+        n = end - start
+        n_batches = (n + req.build.batch_size - 1) // req.build.batch_size
+        for ckpt in checkpoints:
+            where = f"shard {i} ({ds.shard_name(i)}), {ckpt.name}"
+            progress_path = staging / "progress" / f"{i:05d}-{ckpt.name}.json"
+            try:
+                done = json.loads(progress_path.read_text())["batches_done"]
+            except (OSError, ValueError, KeyError):
+                raise IntegrityError(f"{where}: no progress file {progress_path}") from None
+            if done != n_batches:
+                raise IntegrityError(f"{where}: {done} of {n_batches} batches featurized")
+            features = np.load(shard_dir / ds.feature_file(ckpt.name), mmap_mode="r")
+            if features.shape != (n, dim) or str(features.dtype) != req.build.feature_dtype:
+                raise IntegrityError(
+                    f"{where}: features {features.shape} {features.dtype}, expected "
+                    f"({n}, {dim}) {req.build.feature_dtype}"
+                )
+            rows = np.unique(np.linspace(0, n - 1, min(n, PART_NORM_SAMPLE_ROWS)).astype(int))
+            norms = np.linalg.norm(np.asarray(features[rows], dtype=np.float32), axis=1)
+            bad = np.abs(norms - 1.0) > PART_NORM_TOLERANCE
+            if bad.any():
+                row = start + int(rows[np.argmax(bad)])
+                raise IntegrityError(f"{where}: row {row} has norm {norms[bad][0]:.4f}, not 1")
+            del features
+    log.info("checked %d shards x %d checkpoints", len(bounds), len(checkpoints))

@@ -71,23 +71,38 @@ def _parse_lrs(items: list[str] | None) -> dict[str, float] | None:
 
 
 def _cmd_build(ns: argparse.Namespace) -> int:
+    from indexer import distributed
     from indexer.build import BuildRequest, build_datastore
 
-    req = BuildRequest(
-        model_dir=Path(ns.model_dir),
-        pool_path=Path(ns.pool),
-        warmup_dir=Path(ns.warmup_dir),
-        out_root=Path(ns.out),
-        model_id=ns.model_id or "",
-        projection=dataclass_from_args(ProjectionConfig, ns, "proj"),
-        build=dataclass_from_args(BuildConfig, ns),
-        adam=dataclass_from_args(AdamFeatureConfig, ns, "adam"),
-        tokenization=dataclass_from_args(TokenizationConfig, ns),
-        checkpoints=tuple(ns.checkpoints.split(",")) if ns.checkpoints else None,
-        lr_overrides=_parse_lrs(ns.checkpoint_lr),
-        device=ns.device,
-    )
-    print(build_datastore(req))
+    ranks = distributed.Ranks()
+    try:
+        # Under torchrun: one rank of the job (own device, [rank r/n] log prefix); else Ranks().
+        ranks = distributed.init_from_env(ns.device, ns.dist_timeout_s)
+        req = BuildRequest(
+            model_dir=Path(ns.model_dir),
+            pool_path=Path(ns.pool),
+            warmup_dir=Path(ns.warmup_dir),
+            out_root=Path(ns.out),
+            model_id=ns.model_id or "",
+            projection=dataclass_from_args(ProjectionConfig, ns, "proj"),
+            build=dataclass_from_args(BuildConfig, ns),
+            adam=dataclass_from_args(AdamFeatureConfig, ns, "adam"),
+            tokenization=dataclass_from_args(TokenizationConfig, ns),
+            checkpoints=tuple(ns.checkpoints.split(",")) if ns.checkpoints else None,
+            lr_overrides=_parse_lrs(ns.checkpoint_lr),
+            device=ranks.device or ns.device,
+        )
+        published = build_datastore(req, ranks)
+    except distributed.CollectiveError as exc:
+        print(f"less-index build: error: {exc}", file=sys.stderr)
+        return EXIT_UNEXPECTED
+    except Exception as exc:
+        if ranks.distributed:  # this rank's exit status makes torchrun stop the others
+            log.error("%s failed: %s: %s", ranks.label, type(exc).__name__, exc)
+        raise
+    ranks.close()
+    if ranks.is_main:  # one line on stdout for the whole job
+        print(published)
     return EXIT_OK
 
 
@@ -210,7 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--checkpoint-lr", action="append", metavar="NAME=LR", help="override a checkpoint's lr"
     )
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="under torchrun: cuda means cuda:LOCAL_RANK")
+    p.add_argument(
+        "--dist-timeout-s",
+        type=float,
+        default=None,
+        help="under torchrun: longest wait at a barrier between ranks, in seconds (default: env "
+        "LESS_DIST_TIMEOUT_S or 1800)",
+    )
     add_dataclass_args(p, ProjectionConfig, "proj")
     add_dataclass_args(p, BuildConfig)
     add_dataclass_args(p, AdamFeatureConfig, "adam")
