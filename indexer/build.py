@@ -285,7 +285,7 @@ def build_datastore(req: BuildRequest, ranks: Ranks | None = None) -> Path:
     # Rank 0 always owns shard 0, so it has the model layout the manifest records.
     if mine:
         model = load_lora_model(req.model_dir, lora, device)
-        grads = PerExampleGradients(model)
+        grads = PerExampleGradients(model, req.build.autocast_dtype)
         projector = make_projector(req.projection, grads.layout)
         names, shapes = list(grads.layout.names), [p.module.weight.shape for p in grads.params]
     for ckpt in checkpoints if mine else []:
