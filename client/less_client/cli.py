@@ -93,6 +93,7 @@ def _run_select(args: argparse.Namespace) -> int:
         "checkpoints": args.checkpoints,
         "aggregate": args.aggregate,
         "return_scores": not args.no_scores,
+        "search": _search_options(args),
     }
     with _client(args) as less:
         if args.job:
@@ -114,6 +115,18 @@ def _run_select(args: argparse.Namespace) -> int:
     where = "stdout" if args.out in (None, "-") else args.out
     print(f"wrote {count} selected {what} from {source} to {where}", file=sys.stderr)
     return EXIT_OK
+
+
+def _search_options(args: argparse.Namespace) -> dict[str, object] | None:
+    """The `search` object of the request, or None when no search flag was given."""
+    given = {
+        "exact": args.exact or None,
+        "nprobe": args.nprobe,
+        "ef_search": args.ef_search,
+        "candidates": args.candidates,
+    }
+    options = {name: value for name, value in given.items() if value is not None}
+    return options or None
 
 
 def _write(selected: Iterable[SelectedExample], args: argparse.Namespace) -> int:
@@ -256,6 +269,13 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         "--checkpoints", type=_names, metavar="A,B", help="checkpoints to use (default: all)"
     )
     parser.add_argument("--no-scores", action="store_true", help="do not ask for scores")
+    search = parser.add_argument_group("approximate index (ignored by exact datastores)")
+    search.add_argument("--exact", action="store_true", help="scan every row exactly")
+    search.add_argument("--nprobe", type=_positive_int, help="IVF lists to visit")
+    search.add_argument("--ef-search", type=_positive_int, help="HNSW search breadth")
+    search.add_argument(
+        "--candidates", type=float, help="rows fetched per wanted row before re-ranking (>= 1)"
+    )
     return parser.parse_args(argv, argparse.Namespace(run=_run_select))
 
 

@@ -302,3 +302,20 @@ def test_usage_errors_exit_2(server, capsys, argv, complaint):
     assert info.value.code == 2
     assert complaint in capsys.readouterr().err
     assert server.requests == []
+
+
+def test_search_flags_become_the_search_object(server, targets, tmp_path):
+    server.replies.append(httpx.Response(200, json=SELECT_RESPONSE))
+    out = tmp_path / "selected.jsonl"
+    argv = ["--datastore", "pool-a", "--targets", str(targets), "--k", "2", "--out", str(out),
+            "--nprobe", "16", "--candidates", "3"]
+    assert cli.main(argv) == 0
+    body = json.loads(server.requests[0].content)
+    assert body["search"] == {"exact": False, "nprobe": 16, "candidates": 3.0}
+
+
+def test_bad_search_option_exits_2_before_any_request(server, targets, capsys):
+    argv = ["--datastore", "pool-a", "--targets", str(targets), "--k", "2", "--candidates", "0.5"]
+    assert cli.main(argv) == 2
+    assert "search.candidates" in capsys.readouterr().err
+    assert server.requests == []
