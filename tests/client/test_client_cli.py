@@ -307,8 +307,20 @@ def test_usage_errors_exit_2(server, capsys, argv, complaint):
 def test_search_flags_become_the_search_object(server, targets, tmp_path):
     server.replies.append(httpx.Response(200, json=SELECT_RESPONSE))
     out = tmp_path / "selected.jsonl"
-    argv = ["--datastore", "pool-a", "--targets", str(targets), "--k", "2", "--out", str(out),
-            "--nprobe", "16", "--candidates", "3"]
+    argv = [
+        "--datastore",
+        "pool-a",
+        "--targets",
+        str(targets),
+        "--k",
+        "2",
+        "--out",
+        str(out),
+        "--nprobe",
+        "16",
+        "--candidates",
+        "3",
+    ]
     assert cli.main(argv) == 0
     body = json.loads(server.requests[0].content)
     assert body["search"] == {"exact": False, "nprobe": 16, "candidates": 3.0}
