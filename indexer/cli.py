@@ -14,16 +14,6 @@ import logging
 import sys
 from pathlib import Path
 
-from less_wire import (
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_UNEXPECTED,
-    EXIT_USAGE,
-    InputFileError,
-    SelectRequest,
-    describe_validation_errors,
-    load_targets_jsonl,
-)
 from pydantic import ValidationError
 
 from indexer.cli_args import add_dataclass_args, dataclass_from_args
@@ -35,6 +25,16 @@ from less_core.config import (
     TokenizationConfig,
 )
 from less_core.errors import LessError
+from less_wire import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNEXPECTED,
+    EXIT_USAGE,
+    InputFileError,
+    SelectRequest,
+    describe_validation_errors,
+    load_targets_jsonl,
+)
 
 log = logging.getLogger("less-index")
 
@@ -122,7 +122,7 @@ def _cmd_append(ns: argparse.Namespace) -> int:
 
 
 def _cmd_info(ns: argparse.Namespace) -> int:
-    from indexer.datastore import Datastore
+    from indexer.datastore import Datastore, index_sizes
 
     store = Datastore.open(ns.datastore, ns.version)
     m = store.manifest
@@ -139,6 +139,24 @@ def _cmd_info(ns: argparse.Namespace) -> int:
     for c in m.checkpoints:
         step = "-" if c.step is None else str(c.step)
         print(f"  checkpoint {c.name:<20} step {step:<6} lr {c.lr:.3e} weight {c.weight:.4f}")
+    sizes = index_sizes(store)
+    gib = 2**30
+    if m.build.exact:
+        print(f"  index      exact ({m.index.factory}): a blocked scan over the stored features")
+    else:
+        print(
+            f"  index      approximate {m.index.factory}, {len(m.shards)} shard(s), "
+            f"{sizes.index_bytes / gib:.3f} GiB on disk (loaded in RAM), re-ranked exactly"
+        )
+    print(
+        f"  storage    {len(m.shards)} shard(s); features {sizes.feature_bytes / gib:.3f} GiB on "
+        f"disk, memory-mapped (page cache, not process memory); total "
+        f"{sizes.total_bytes / gib:.3f} GiB"
+    )
+    print(
+        f"  RAM        ~{sizes.expected_ram_bytes / 2**20:.1f} MiB resident for the service "
+        "(ids + index), plus page cache for the features it scans"
+    )
     print(f"  timings    {m.timings}")
     return EXIT_OK
 
@@ -150,7 +168,7 @@ def _cmd_verify(ns: argparse.Namespace) -> int:
     report = verify_datastore(
         Datastore.open(ns.datastore, ns.version),
         model_dir=Path(ns.model_dir) if ns.model_dir else None,
-        pool_path=Path(ns.pool) if ns.pool else None,
+        pool_path=[Path(p) for p in ns.pool] if ns.pool else None,
         warmup_dir=Path(ns.warmup_dir) if ns.warmup_dir else None,
         sample=ns.sample,
         device=ns.device,
@@ -163,6 +181,7 @@ def _cmd_verify(ns: argparse.Namespace) -> int:
                 "bad_checksums": report.bad_checksums,
                 "problems": report.problems,
                 "min_cosine": report.min_cosine,
+                "recall": report.recall,
             },
             indent=2,
         )
@@ -173,7 +192,7 @@ def _cmd_verify(ns: argparse.Namespace) -> int:
 def _cmd_select(ns: argparse.Namespace) -> int:
     from indexer.datastore import Datastore
     from indexer.query import QueryEngine
-    from indexer.requests import examples_from_targets, selection_config
+    from indexer.requests import examples_from_targets, search_params, selection_config
     from indexer.selection_io import write_selection
 
     # The same request model as the service's: targets validated once, same k/fraction rule.
@@ -184,10 +203,23 @@ def _cmd_select(ns: argparse.Namespace) -> int:
             "fraction": ns.fraction,
             "aggregate": ns.aggregate,
             "checkpoints": ns.checkpoints.split(",") if ns.checkpoints else None,
+            "search": {
+                key: value
+                for key, value in (
+                    ("exact", ns.exact or None),
+                    ("nprobe", ns.nprobe),
+                    ("ef_search", ns.ef_search),
+                    ("candidates", ns.candidates),
+                )
+                if value is not None
+            }
+            or None,
         }
     )
     engine = QueryEngine(Datastore.open(ns.datastore, ns.version), ns.model_dir, ns.device)
-    selection = engine.select(examples_from_targets(request.targets), selection_config(request))
+    selection = engine.select(
+        examples_from_targets(request.targets), selection_config(request), search_params(request)
+    )
     write_selection(selection, Path(ns.out), pool_path=Path(ns.pool) if ns.pool else None)
     log.info(
         "selected %d of %d (gradient %.0f ms, search %.0f ms) -> %s",
@@ -264,7 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true")
         else:
             p.add_argument("--model-dir", default=None)
-            p.add_argument("--pool", default=None)
+            p.add_argument(
+                "--pool",
+                action="append",
+                default=None,
+                help="the built pool, and again for each appended row file (all of them)",
+            )
             p.add_argument("--warmup-dir", default=None)
             p.add_argument("--sample", type=int, default=8, help="rows to recompute per checkpoint")
             p.add_argument("--device", default=None)
@@ -284,7 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--aggregate", choices=["max", "mean"], default="max")
     p.add_argument("--checkpoints", default=None)
-    p.add_argument("--out", required=True, help="output JSONL of {id, score, subtask}")
+    p.add_argument("--out", required=True, help="output JSONL of {rank, id, score, subtask}")
+    search = p.add_argument_group("approximate index (ignored by exact datastores)")
+    search.add_argument("--exact", action="store_true", help="scan every row exactly")
+    search.add_argument("--nprobe", type=int, default=None, help="IVF lists to visit")
+    search.add_argument("--ef-search", type=int, default=None, help="HNSW search breadth")
+    search.add_argument(
+        "--candidates", type=float, default=None, help="rows fetched per wanted row (default 2)"
+    )
     p.add_argument("--pool", default=None, help="write the selected pool rows instead of ids")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_select)

@@ -77,8 +77,32 @@ def test_cli_build_matches_library_build_and_info(
         np.testing.assert_array_equal(ours.features(name), ref.features(name))
     code, out, _ = run_cli(["info", "--datastore", str(tmp_path / "ds")], capsys)
     assert code == 0 and "checkpoint-6" in out and "rademacher dim 256 seed 7" in out
+    assert "index      exact (Flat)" in out and "storage    1 shard(s)" in out
     code, out, _ = run_cli(["info", "--datastore", str(tmp_path / "ds"), "--json"], capsys)
     assert json.loads(out)["n"] == 48
+
+
+def test_cli_info_shows_an_approximate_index_and_select_takes_search_flags(
+    tmp_path, tiny_model_dir, pool_path, warmup_dir, capsys
+):
+    from tests.conftest import build_tiny_datastore
+
+    root = build_tiny_datastore(
+        tmp_path / "hnsw", tiny_model_dir, pool_path, warmup_dir, index_factory="HNSW8"
+    )
+    code, out, _ = run_cli(["info", "--datastore", str(root)], capsys)
+    assert code == 0 and "index      approximate HNSW8, 1 shard(s)" in out
+    targets = write_jsonl(tmp_path / "t.jsonl", [{"prompt": "add 1 and 2 = ", "completion": "3"}])
+    exact, wide = tmp_path / "exact.jsonl", tmp_path / "wide.jsonl"
+    args = select_args(root, tiny_model_dir, targets, str(exact), "--k", "48", "--exact")
+    assert run_cli(args, capsys)[0] == 0
+    args = select_args(root, tiny_model_dir, targets, str(wide), "--k", "48", "--ef-search", "64")
+    assert run_cli(args, capsys)[0] == 0
+    ids = [{json.loads(line)["id"] for line in p.read_text().splitlines()} for p in (exact, wide)]
+    assert ids[0] == ids[1] and len(ids[0]) == 48
+    args = select_args(root, tiny_model_dir, targets, str(wide), "--k", "3", "--nprobe", "2")
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "nprobe" in err
 
 
 def test_cli_verify_recomputes_rows(tiny_model_dir, pool_path, warmup_dir, datastore_root, capsys):
