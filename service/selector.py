@@ -4,6 +4,12 @@ The request was validated when it was parsed. Checks that need no tokenizer (tar
 against N, checkpoint names) run here in the request path and resolve k and the checkpoint
 weights once; the worker, which owns the tokenizer, tokenizes each target once (checking its
 length on that pass) and hands the engine a ready ``TargetQuery``.
+
+A response's timings are wall times of what the request waited for: ``queue_ms`` until its
+micro-batch started, ``gradient_ms`` from then until the batch's target gradients were done
+(every request's targets in the batch are tokenized and featurized before any search) and
+``search_ms`` from then until its answer was set. A batched request waits for the whole batch's
+gradients, so its ``gradient_ms`` is the batch's, not a share of it.
 """
 
 from __future__ import annotations
@@ -44,6 +50,43 @@ class Prepared:
     weights: tuple[float, ...]
     k: int
     engine: QueryEngine | None = None  # the version's engine, taken with the store (None: loading)
+
+
+class PhaseClock:
+    """When a work item's batch finished its gradients and when its answer was set.
+
+    ``gradients_done`` is the item's ``on_gradients`` hook (the worker calls it once the batch's
+    target gradients are computed, before the search; again if the batch is retried request
+    by request, so the last call counts); ``answered`` is a done-callback of its future.
+    """
+
+    def __init__(self) -> None:
+        self.gradients_at: float | None = None
+        self.answered_at: float | None = None
+
+    def gradients_done(self) -> None:
+        self.gradients_at = time.perf_counter()
+
+    def answered(self, _future: object) -> None:
+        self.answered_at = time.perf_counter()
+
+    def timings(self, item: WorkItem, selection: Selection, total_ms: float) -> Timings:
+        """Wall times of the item's queue wait, its batch's gradient phase and its search.
+
+        Falls back to the engine's own figures where a moment was not seen.
+        """
+        batch_start = item.enqueued + item.queue_ms / 1000
+        gradient_ms, search_ms = selection.gradient_ms, selection.search_ms
+        if self.gradients_at is not None:
+            gradient_ms = max(0.0, (self.gradients_at - batch_start) * 1000)
+            if self.answered_at is not None:
+                search_ms = max(0.0, (self.answered_at - self.gradients_at) * 1000)
+        return Timings(
+            gradient_ms=gradient_ms,
+            search_ms=search_ms,
+            queue_ms=item.queue_ms,
+            total_ms=total_ms,
+        )
 
 
 class Selector:
@@ -98,7 +141,17 @@ class Selector:
         on_gradients: Callable[[], None] | None = None,
         block: bool = False,
         timeout: float | None = None,
+        clock: PhaseClock | None = None,
     ) -> tuple[WorkItem, Future[Selection]]:
+        """Queues the request; ``clock`` (if given) sees its gradient and answer moments."""
+        hook = on_gradients
+        if clock is not None:
+
+            def hook() -> None:
+                clock.gradients_done()
+                if on_gradients is not None:
+                    on_gradients()
+
         item = WorkItem(
             datastore=prepared.datastore,
             version=prepared.version,
@@ -110,8 +163,10 @@ class Selector:
             aggregate=prepared.request.aggregate,
             max_tokens=self.registry.max_target_tokens(prepared.datastore),
             search=search_params(prepared.request),
-            on_gradients=on_gradients,
+            on_gradients=hook,
         )
+        if clock is not None:  # before it is queued: the worker may answer it at once
+            item.future.add_done_callback(clock.answered)
         return item, self.worker.submit(item, block=block, timeout=timeout)
 
     async def select(self, name: str, request: SelectRequest, team: Team) -> SelectResponse:
@@ -130,7 +185,8 @@ class Selector:
                 }
             )
         else:
-            item, future = self.submit(prepared)
+            clock = PhaseClock()
+            item, future = self.submit(prepared, clock=clock)
             try:
                 selection = await asyncio.wait_for(
                     asyncio.wrap_future(future), self.settings.request_timeout_s
@@ -148,12 +204,7 @@ class Selector:
                 datastore_version=prepared.version,
                 selected=selected_examples(selection, request.return_scores),
                 n_candidates=selection.n_candidates,
-                timings=Timings(
-                    gradient_ms=selection.gradient_ms,
-                    search_ms=selection.search_ms,
-                    queue_ms=item.queue_ms,
-                    total_ms=total,
-                ),
+                timings=clock.timings(item, selection, total),
             )
             self.cache.put(key, response)
         self._log_usage(team, prepared, response)
