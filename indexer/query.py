@@ -31,6 +31,7 @@ from indexer.model_io import (
     resolve_device,
 )
 from indexer.search import SearchParams, ShardSearcher
+from indexer.token_limits import TokenCounter, within_cheap_size
 from less_core.config import Aggregate, SelectionConfig
 from less_core.data import Example, TokenizedExample, collate, tokenize_example
 from less_core.errors import DataError, IndexMismatchError
@@ -127,6 +128,11 @@ class QueryEngine:
     ) -> list[TokenizedExample]:
         """Tokenizes each target once, checks its length, truncates it to max_length.
 
+        With ``max_tokens``, a target larger than the limit in characters and messages is first
+        counted cheaply (``indexer.token_limits``: work bounded by the limit, linear in the
+        target, one template rendering per chat), so one far over the limit is refused without
+        being tokenized whole; the others are tokenized exactly, with their loss masks.
+
         Args:
             examples: target examples.
             max_tokens: refuse a target longer than this many tokens (untruncated); None: no
@@ -141,6 +147,16 @@ class QueryEngine:
         max_length = self.tokenization.max_length
         out = []
         for i, ex in enumerate(examples):
+            if max_tokens is not None and not within_cheap_size(ex, max_tokens):
+                counter: TokenCounter | None = getattr(self, "_token_counter", None)
+                if counter is None:  # made on first use: it renders a few chats
+                    counter = self._token_counter = TokenCounter(self.tokenizer)
+                n, exact = counter.example(ex, max_tokens)
+                if n > max_tokens:
+                    raise DataError(
+                        f"targets[{i}] has {'' if exact else 'at least '}{n} tokens, "
+                        f"more than the limit of {max_tokens}"
+                    )
             full = tokenize_example(self.tokenizer, ex, sys.maxsize)
             if max_tokens is not None and len(full.input_ids) > max_tokens:
                 raise DataError(

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request, Response
 
 import less_core
 from service.errors import install_error_handlers
+from service.limits import ADMIN_PREFIX, RequestLimits
 from service.registry import EngineFactory, default_engine_factory
 from service.routes import api_router, health
 from service.services import Services
@@ -48,6 +49,22 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(api_router)
+
+    def authenticate(path: str, authorization: str | None) -> None:
+        """401 unless the key may call ``path`` (the route checks it again, and its grants)."""
+        admin_keys = getattr(services, "admin_keys", None)
+        if admin_keys is not None and (path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")):
+            admin_keys.check(authorization)
+        else:
+            services.keyring.team_for(authorization)
+
+    # Inside the metrics middleware below (added later, so outside), so refusals are counted.
+    app.add_middleware(
+        RequestLimits,
+        authenticate=authenticate,
+        max_body_bytes=settings.max_body_bytes,
+        body_read_timeout_s=settings.body_read_timeout_s,
+    )
 
     @app.middleware("http")
     async def record_metrics(

@@ -9,6 +9,7 @@ never to the client.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -64,11 +65,18 @@ def invalid(message: str) -> ServiceError:
     return ServiceError(400, message)
 
 
-def error_response(status: int, message: str, retry_after: int | None = None) -> JSONResponse:
-    """The JSON error answer, with ``Retry-After`` when given."""
+def error_response(
+    status: int,
+    message: str,
+    retry_after: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """The JSON error answer, with ``Retry-After`` when given and any other ``headers``."""
     body = ErrorResponse(error=ErrorBody(code=code_for_status(status).value, message=message))
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    extra = dict(headers or {})
+    if retry_after is not None:
+        extra["Retry-After"] = str(retry_after)
+    return JSONResponse(body.model_dump(), status_code=status, headers=extra or None)
 
 
 def less_error_status(exc: LessError) -> int:
@@ -99,7 +107,8 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return error_response(exc.status_code, str(exc.detail))
+    # The exception's headers too: a 405 carries its ``Allow`` header.
+    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:

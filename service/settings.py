@@ -87,6 +87,16 @@ class ServiceSettings(BaseSettings):
         description="Tokens per target at most; default the datastore's max_length.",
     )
     max_k: int | None = Field(default=None, ge=1, description="Largest k a select may ask for.")
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body; a larger one is refused (413) while it is read.",
+    )
+    body_read_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Time allowed for a request's whole body to arrive (408 after it).",
+    )
     max_batch_requests: int = Field(
         default=32, ge=1, description="Requests answered by one engine call."
     )

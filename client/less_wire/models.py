@@ -5,15 +5,26 @@ module is the single source of truth for what goes over the wire. It depends on 
 Targets are validated here, once: the service turns a parsed `TargetExample` into the library's
 example type without checking it again.
 
-Request models forbid unknown fields (a misspelt option is a 422, not silently ignored);
-response models ignore unknown fields so that an older SDK keeps working against a newer server.
+Request models forbid unknown fields (a misspelt option is a 422, not silently ignored), take
+integers strictly (`k: true` is not k = 1), refuse NaN and infinities, and refuse text that is
+not plain Unicode (lone surrogates, NUL characters) in every string they carry, so that nothing
+past validation (tokenizer, job store, logs) meets it. Response models ignore unknown fields so
+that an older SDK keeps working against a newer server.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    model_validator,
+)
 
 __all__ = [
     "DEFAULT_FRACTION",
@@ -41,6 +52,22 @@ DEFAULT_FRACTION = 0.05
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 
 
+def _plain_text(value: str) -> str:
+    """``value`` if it is text every consumer can take: UTF-8 encodable, no NUL character."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON "\\ud800" without its pair) is no Unicode character.
+        raise ValueError("must be valid Unicode text (it contains a lone surrogate)") from None
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_plain_text)]
+"""A request string: valid Unicode (encodable as UTF-8) and free of NUL characters."""
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -53,7 +80,45 @@ class Message(_Request):
     """One chat turn of a target example."""
 
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: Text
+
+
+_NOT_BLANK = r"\S"  # the JSON schema's "has non-whitespace content"
+# The one-of rule in the OpenAPI schema: a chat (`messages` with an assistant turn that has
+# content; `prompt`/`completion` absent or null) or a pair (`prompt` and a non-blank
+# `completion`; `messages` absent or null). The model validator below enforces the same rule.
+_ONE_FORMAT_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {
+            "title": "chat",
+            "required": ["messages"],
+            "properties": {
+                "messages": {
+                    "type": "array",
+                    "contains": {
+                        "type": "object",
+                        "required": ["role", "content"],
+                        "properties": {
+                            "role": {"const": "assistant"},
+                            "content": {"type": "string", "pattern": _NOT_BLANK},
+                        },
+                    },
+                },
+                "prompt": {"type": "null"},
+                "completion": {"type": "null"},
+            },
+        },
+        {
+            "title": "prompt and completion",
+            "required": ["prompt", "completion"],
+            "properties": {
+                "messages": {"type": "null"},
+                "prompt": {"type": "string"},
+                "completion": {"type": "string", "pattern": _NOT_BLANK},
+            },
+        },
+    ]
+}
 
 
 class TargetExample(_Request):
@@ -63,11 +128,13 @@ class TargetExample(_Request):
     `completion`. The gradient is taken on the assistant turns, or on the completion.
     """
 
-    id: str | None = None
+    model_config = ConfigDict(json_schema_extra=_ONE_FORMAT_SCHEMA)
+
+    id: Text | None = None
     messages: list[Message] | None = None
-    prompt: str | None = None
-    completion: str | None = None
-    subtask: str | None = Field(
+    prompt: Text | None = None
+    completion: Text | None = None
+    subtask: Text | None = Field(
         default=None, description="Group label; with aggregate='max' each subtask scores alone."
     )
 
@@ -96,19 +163,21 @@ class SearchOptions(_Request):
     trade recall (which rows are considered) against time, never score accuracy.
     """
 
-    exact: bool = Field(
+    exact: StrictBool = Field(
         default=False, description="Scan every row exactly even when an approximate index exists."
     )
-    nprobe: int | None = Field(
+    nprobe: StrictInt | None = Field(
         default=None, ge=1, le=65536, description="IVF lists to visit (default: the index's)."
     )
-    ef_search: int | None = Field(
+    ef_search: StrictInt | None = Field(
         default=None, ge=1, le=65536, description="HNSW search breadth (default: the index's)."
     )
     candidates: float = Field(
         default=2.0,
         ge=1.0,
         le=100.0,
+        strict=True,
+        allow_inf_nan=False,
         description="Rows fetched from the index per wanted row, before exact re-ranking.",
     )
 
@@ -117,20 +186,24 @@ class SelectRequest(_Request):
     """Body of `POST /v1/datastores/{name}/select` and `POST /v1/datastores/{name}/jobs`."""
 
     targets: list[TargetExample] = Field(min_length=1)
-    k: int | None = Field(default=None, ge=1, description="Number of training examples to return.")
+    k: StrictInt | None = Field(
+        default=None, ge=1, description="Number of training examples to return."
+    )
     fraction: float | None = Field(
         default=None,
         gt=0,
         le=1,
+        strict=True,
+        allow_inf_nan=False,
         description=f"Share of the pool to return; {DEFAULT_FRACTION} when k is not given.",
     )
-    checkpoints: list[str] | None = Field(
+    checkpoints: list[Text] | None = Field(
         default=None, min_length=1, description="Checkpoint names to score with; all if omitted."
     )
     aggregate: Literal["max", "mean"] = Field(
         default="max", description="How scores against several subtasks combine."
     )
-    return_scores: bool = True
+    return_scores: StrictBool = True
     search: SearchOptions | None = Field(
         default=None, description="Approximate-index search options (default: SearchOptions())."
     )
@@ -168,7 +241,7 @@ class SelectionRecord(_Response):
 
 
 class Timings(_Response):
-    """Where a selection request spent its time, in milliseconds."""
+    """Milliseconds waited: queued, then the wall time of its micro-batch's gradients and search."""
 
     gradient_ms: float
     search_ms: float

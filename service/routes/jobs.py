@@ -33,7 +33,10 @@ async def create_job(
     services: ServicesDep,
 ) -> Job:
     """Queues a selection (e.g. 5 % of a large pool); poll it, then download its JSONL."""
-    selector.prepare(name, body)  # refuse a bad request now, not as a failed job later
+    prepared = selector.prepare(name, body)  # refuse a bad request now, not as a failed job later
+    if prepared.engine is not None:  # the token limits too (cheap, bounded by the limit)
+        max_tokens = services.registry.max_target_tokens(name)
+        await asyncio.to_thread(prepared.engine.tokenize_targets, prepared.examples, max_tokens)
     job = await asyncio.to_thread(services.jobs.create, team.name, name, body)
     services.job_runner.notify()
     log.info(
