@@ -44,17 +44,52 @@ SelectorDep = Annotated[Selector, Depends(get_selector)]
 JobStoreDep = Annotated[JobStore, Depends(get_jobs)]
 
 
-def current_team(
-    services: ServicesDep,
-    authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
-) -> Team:
-    """The caller's team (401 otherwise), after spending one of its rate-limit tokens (429)."""
-    team = services.keyring.team_for(authorization)
+AuthorizationHeader = Annotated[str | None, Header(description="Bearer <API key>")]
+
+POLL_ENDPOINTS = frozenset({"service.routes.jobs.get_job"})
+"""Endpoints (``GET /v1/jobs/{job_id}``) whose requests spend the team's polling bucket
+instead of its rate limit; named by function, as FastAPI keeps only the innermost router's
+part of the path on the request."""
+
+
+def _is_polling(request: Request) -> bool:
+    endpoint = request.scope.get("endpoint")
+    name = f"{getattr(endpoint, '__module__', '')}.{getattr(endpoint, '__qualname__', '')}"
+    return request.method == "GET" and name in POLL_ENDPOINTS
+
+
+def current_key(
+    services: ServicesDep, authorization: AuthorizationHeader = None
+) -> tuple[Team, str]:
+    """The caller's team and the digest of the key it presented (401 otherwise), after
+    spending one of its rate-limit tokens (429)."""
+    team, digest = services.keyring.identify(authorization)
     services.limiter.check(team)
+    return team, digest
+
+
+CurrentKey = Annotated[tuple[Team, str], Depends(current_key)]
+
+
+def current_team(
+    request: Request, services: ServicesDep, authorization: AuthorizationHeader = None
+) -> Team:
+    """The caller's team (401 otherwise), after spending one of its rate-limit tokens (429) —
+    of its polling bucket for job polling (``POLL_ROUTES``)."""
+    team = services.keyring.team_for(authorization)
+    services.limiter.check(team, polling=_is_polling(request))
     return team
 
 
 CurrentTeam = Annotated[Team, Depends(current_team)]
+
+
+def require_admin(services: ServicesDep, authorization: AuthorizationHeader = None) -> None:
+    """401 unless the caller presents an admin key (team keys never qualify)."""
+    services.admin_keys.check(authorization)
+
+
+AdminDep = Depends(require_admin)
 
 
 def granted_datastore(

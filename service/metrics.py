@@ -1,6 +1,9 @@
 """Prometheus metrics in the text exposition format, written by hand (no client library here).
 
 Counters and histograms are keyed by label values; gauges read their value when scraped.
+The HTTP metrics' labels are bounded whatever clients send: a method outside ``HTTP_METHODS``
+is counted as ``other``, a route label is the matched route's template (a fixed set) or
+``unmatched``, a status outside 100-599 is ``other``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,24 @@ from collections.abc import Callable, Sequence
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "unmatched"
+_MAX_ROUTE_LABEL = 200
+
+
+def http_method_label(method: str) -> str:
+    """``method`` if it is a standard one, else ``other``."""
+    return method if method in HTTP_METHODS else "other"
+
+
+def route_label(route: str) -> str:
+    """A route template (``/v1/jobs/{job_id}``) as given, anything else ``unmatched``."""
+    ok = route.startswith("/") and len(route) <= _MAX_ROUTE_LABEL and route.isprintable()
+    return route if ok else UNMATCHED
+
+
+def status_label(status: str) -> str:
+    return status if len(status) == 3 and status.isdigit() and "1" <= status[0] <= "5" else "other"
 
 
 def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
@@ -91,6 +112,38 @@ class Histogram:
         return lines
 
 
+class HttpRequests(Counter):
+    """``less_http_requests_total{method, route, status}`` with bounded label values."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "less_http_requests_total",
+            "HTTP requests by route and status.",
+            ("method", "route", "status"),
+        )
+
+    def inc(self, *labels: str, amount: float = 1.0) -> None:
+        method, route, status = labels
+        super().inc(
+            http_method_label(method), route_label(route), status_label(status), amount=amount
+        )
+
+
+class HttpLatency(Histogram):
+    """``less_http_request_duration_seconds{route}`` with a bounded route label."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "less_http_request_duration_seconds",
+            "HTTP request latency.",
+            LATENCY_BUCKETS,
+            ("route",),
+        )
+
+    def observe(self, value: float, *labels: str) -> None:
+        super().observe(value, *(route_label(label) for label in labels))
+
+
 class Gauge:
     """A value read from a callable at scrape time (None: not exported)."""
 
@@ -110,17 +163,8 @@ class Metrics:
     def __init__(
         self, queue_depth: Callable[[], float | None], gpu_memory: Callable[[], float | None]
     ):
-        self.requests = Counter(
-            "less_http_requests_total",
-            "HTTP requests by route and status.",
-            ("method", "route", "status"),
-        )
-        self.latency = Histogram(
-            "less_http_request_duration_seconds",
-            "HTTP request latency.",
-            LATENCY_BUCKETS,
-            ("route",),
-        )
+        self.requests = HttpRequests()
+        self.latency = HttpLatency()
         self.batch_size = Histogram(
             "less_batch_size", "Select requests answered per engine call.", BATCH_BUCKETS
         )
@@ -130,7 +174,7 @@ class Metrics:
         self.rejected = Counter(
             "less_select_rejected_total", "Selections refused by the worker.", ("reason",)
         )
-        self._all = [
+        self._all: list[Counter | Histogram | Gauge] = [
             self.requests,
             self.latency,
             self.batch_size,

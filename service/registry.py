@@ -92,6 +92,44 @@ class Registry:
         """Ends the version watch (engines stay usable)."""
         self._stop.set()
 
+    def add(self, name: str, config: DatastoreConfig) -> threading.Thread:
+        """Adds a datastore at run time (admin API): "loading" while a daemon thread opens it
+        and loads its engine, then "ready" or "failed: ..."; requests get 404 until it is open.
+
+        Raises:
+            ValueError: the name is taken.
+        """
+        with self._lock:
+            if name in self.settings.datastores:
+                raise ValueError(f"datastore {name!r} exists")
+            datastores = {**self.settings.datastores, name: config}
+            self.settings = self.settings.model_copy(update={"datastores": datastores})
+            self._state[name] = "loading"
+        thread = threading.Thread(
+            target=self._load_added, args=(name,), name=f"less-add-{name}", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _load_added(self, name: str) -> None:
+        try:
+            result = self.reload(name)[name]
+        except Exception as exc:  # e.g. removed before its load began
+            log.warning("datastore %r added at run time was not loaded: %s", name, exc)
+            return
+        with self._lock:
+            if self._state.get(name) == "loading" and name not in self._engines:
+                self._state[name] = result if result.startswith("failed:") else f"failed: {result}"
+
+    def remove(self, name: str) -> None:
+        """Forgets a datastore at run time (admin API); requests already holding its engine
+        finish on it. Waits for a reload in progress, so none brings it back."""
+        with self._reload_lock, self._lock:
+            datastores = {n: c for n, c in self.settings.datastores.items() if n != name}
+            self.settings = self.settings.model_copy(update={"datastores": datastores})
+            for table in (self._stores, self._engines, self._state, self._failed_versions):
+                table.pop(name, None)
+
     def _load_and_watch(self) -> None:
         self._load_all()
         interval = self.settings.reload_interval_s

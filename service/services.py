@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from service.auth import KeyRing, RateLimiter
+from service.access import Access, effective_settings
+from service.auth import AdminKeys, KeyRing, RateLimiter
 from service.cache import SelectionCache
 from service.jobs import JobRunner, JobStore
 from service.metrics import Metrics
@@ -22,10 +23,14 @@ class Services:
     def __init__(
         self, settings: ServiceSettings, engine_factory: EngineFactory = default_engine_factory
     ):
+        # Datastores and teams changed through the admin API (its state file) win over the file.
+        settings, state = effective_settings(settings)
         self.settings = settings
         self.registry = Registry(settings, engine_factory)
         self.keyring = KeyRing(settings.teams)
         self.limiter = RateLimiter(settings)
+        self.admin_keys = AdminKeys(settings.admin_key_sha256)
+        self.access = Access(settings, state, self.keyring, self.limiter, self.registry)
         self.metrics = Metrics(
             queue_depth=lambda: float(self.worker.depth), gpu_memory=gpu_memory_bytes
         )

@@ -38,6 +38,15 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def hex_digests(value: list[str], field: str) -> list[str]:
+    """Lower-cased sha256 hex digests; ValueError naming ``field`` for anything else."""
+    digests = [v.lower() for v in value]
+    bad = [v for v in digests if not _SHA256_HEX.match(v)]
+    if bad:
+        raise ValueError(f"{field} entries must be 64 hex digits (sha256), got {bad[:1]}")
+    return digests
+
+
 class DatastoreConfig(BaseModel):
     """Where one datastore and the model it was built with live."""
 
@@ -64,11 +73,7 @@ class TeamConfig(BaseModel):
     @field_validator("key_sha256")
     @classmethod
     def _hex_digests(cls, value: list[str]) -> list[str]:
-        digests = [v.lower() for v in value]
-        bad = [v for v in digests if not _SHA256_HEX.match(v)]
-        if bad:
-            raise ValueError(f"key_sha256 entries must be 64 hex digits (sha256), got {bad[:1]}")
-        return digests
+        return hex_digests(value, "key_sha256")
 
 
 class ServiceSettings(BaseSettings):
@@ -128,6 +133,30 @@ class ServiceSettings(BaseSettings):
         "then loaded in the background and swapped in (0: never; restart to pick it up).",
     )
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N.")
+    admin_key_sha256: list[str] = Field(
+        default_factory=list,
+        description="sha256 hex digests of the admin keys (the /v1/admin routes and the "
+        "/readyz detail); no team key works there and no admin key works on team routes. "
+        "Empty: the admin API answers 401.",
+    )
+    state_file: Path | None = Field(
+        default=None,
+        description="JSON file of the datastores and teams changed through the admin API, "
+        "written atomically and merged over this configuration at start (the state file wins "
+        "for every datastore or team it names); default <jobs dir>/admin-state.json.",
+    )
+    poll_rate_per_minute: float = Field(
+        default=6000.0,
+        gt=0,
+        description="Refill rate of each team's separate bucket for job polling "
+        "(GET /v1/jobs/{id}), which spends no tokens of the team's own rate limit.",
+    )
+    poll_burst: int = Field(default=600, ge=1, description="Capacity of the polling bucket.")
+
+    @field_validator("admin_key_sha256")
+    @classmethod
+    def _admin_hex_digests(cls, value: list[str]) -> list[str]:
+        return hex_digests(value, "admin_key_sha256")
 
     @model_validator(mode="after")
     def _grants_exist(self) -> ServiceSettings:
@@ -142,6 +171,11 @@ class ServiceSettings(BaseSettings):
                     raise ValueError(
                         f"one API key is configured for teams {owners[digest]!r} and {team!r}"
                     )
+        shared = sorted(set(self.admin_key_sha256) & set(owners))
+        if shared:
+            raise ValueError(
+                f"an admin key is also a key of team {owners[shared[0]]!r}; use separate keys"
+            )
         return self
 
     @property
@@ -151,6 +185,15 @@ class ServiceSettings(BaseSettings):
             return self.jobs_dir
         first = next(iter(self.datastores.values()))
         return first.path.parent / "less-jobs"
+
+    @property
+    def resolved_state_file(self) -> Path:
+        """``state_file``, or ``<resolved jobs dir>/admin-state.json``."""
+        return (
+            self.state_file
+            if self.state_file is not None
+            else self.resolved_jobs_dir / ("admin-state.json")
+        )
 
     @classmethod
     def settings_customise_sources(

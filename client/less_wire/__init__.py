@@ -5,6 +5,17 @@ target and selection file formats (`files`) and the CLI exit statuses (`exit_cod
 on pydantic only: the service imports it without the SDK's HTTP client, the SDK without torch.
 """
 
+from .admin import (
+    AdminDatastore,
+    AdminDatastoreAdd,
+    AdminDatastoreList,
+    AdminReadiness,
+    AdminTeam,
+    AdminTeamAdd,
+    AdminTeamList,
+    IssuedKey,
+    Readiness,
+)
 from .errors import ErrorCode, code_for_status, describe_validation_errors
 from .exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE
 from .files import (
@@ -41,6 +52,13 @@ __all__ = [
     "EXIT_OK",
     "EXIT_UNEXPECTED",
     "EXIT_USAGE",
+    "AdminDatastore",
+    "AdminDatastoreAdd",
+    "AdminDatastoreList",
+    "AdminReadiness",
+    "AdminTeam",
+    "AdminTeamAdd",
+    "AdminTeamList",
     "CheckpointInfo",
     "DatastoreList",
     "DatastoreSummary",
@@ -48,10 +66,12 @@ __all__ = [
     "ErrorCode",
     "ErrorResponse",
     "InputFileError",
+    "IssuedKey",
     "Job",
     "JobStatus",
     "Message",
     "ProjectorInfo",
+    "Readiness",
     "SearchOptions",
     "SelectRequest",
     "SelectResponse",

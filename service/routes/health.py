@@ -1,4 +1,10 @@
-"""Liveness, readiness and Prometheus metrics (no auth, outside /v1)."""
+"""Liveness, readiness and Prometheus metrics (no auth needed, outside /v1).
+
+Readiness: ready (200) once every datastore configured at start has been tried — each is
+ready or failed — and at least one serves; a failed datastore does not hold the others back.
+Anyone gets only ``{"ready": bool}``; with the admin key the answer also names each
+datastore's state and an overall ``status`` (``degraded`` when some do not serve).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
-from service.deps import RegistryDep, ServicesDep
+from less_wire import AdminReadiness, Readiness
+from less_wire.admin import Status
+from service.deps import AuthorizationHeader, ServicesDep
+from service.registry import Registry
 
 router = APIRouter(tags=["health"])
 
@@ -17,9 +26,24 @@ class Health(BaseModel):
     status: str
 
 
-class Readiness(BaseModel):
-    ready: bool
-    datastores: dict[str, str]
+def readiness(registry: Registry) -> AdminReadiness:
+    """Whether the service can serve, with each datastore's state."""
+    states = registry.states()
+    status: Status
+    serving = [name for name, state in states.items() if state == "ready"]
+    if not registry.loaded.is_set():
+        status = "loading"
+    elif not serving:
+        status = "unavailable"
+    elif len(serving) < len(states):
+        status = "degraded"
+    else:
+        status = "ready"
+    return AdminReadiness(
+        ready=status in ("ready", "degraded"),
+        status=status,
+        datastores=dict(sorted(states.items())),
+    )
 
 
 @router.get("/healthz", response_model=Health)
@@ -28,10 +52,17 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-async def readyz(registry: RegistryDep) -> JSONResponse:
-    """200 once every datastore's engine is loaded, else 503 with each one's state."""
-    body = Readiness(ready=registry.ready, datastores=registry.states())
+@router.get(
+    "/readyz",
+    response_model=Readiness | AdminReadiness,
+    responses={503: {"model": Readiness}},
+)
+async def readyz(services: ServicesDep, authorization: AuthorizationHeader = None) -> JSONResponse:
+    """200 when ready (see the module doc), else 503. Only the admin key gets the detail."""
+    detail = readiness(services.registry)
+    body: Readiness = (
+        detail if services.admin_keys.is_admin(authorization) else Readiness(ready=detail.ready)
+    )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 
