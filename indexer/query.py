@@ -147,6 +147,10 @@ class QueryEngine:
         max_length = self.tokenization.max_length
         out = []
         for i, ex in enumerate(examples):
+            if ex.messages and ex.messages[0]["role"] == "assistant":
+                # Its response would start at the rendering of an empty chat, which chat
+                # templates (and transformers 5) refuse: a 400 here, not a tokenizer error.
+                raise DataError(f"targets[{i}]: a chat must not begin with an assistant turn")
             if max_tokens is not None and not within_cheap_size(ex, max_tokens):
                 counter: TokenCounter | None = getattr(self, "_token_counter", None)
                 if counter is None:  # made on first use: it renders a few chats

@@ -64,7 +64,12 @@ def _plain_text(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(_plain_text)]
+Text = Annotated[
+    str,
+    AfterValidator(_plain_text),
+    # Lone surrogates cannot be written in a JSON schema (its strings are Unicode); NUL can.
+    Field(json_schema_extra={"pattern": "^[^\\u0000]*$"}),
+]
 """A request string: valid Unicode (encodable as UTF-8) and free of NUL characters."""
 
 
@@ -184,6 +189,16 @@ class SearchOptions(_Request):
 
 class SelectRequest(_Request):
     """Body of `POST /v1/datastores/{name}/select` and `POST /v1/datastores/{name}/jobs`."""
+
+    # In the OpenAPI schema too: not both `k` and `fraction` (a null one counts as absent).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "not": {
+                "required": ["k", "fraction"],
+                "properties": {"k": {"type": "integer"}, "fraction": {"type": "number"}},
+            }
+        }
+    )
 
     targets: list[TargetExample] = Field(min_length=1)
     k: StrictInt | None = Field(

@@ -361,7 +361,7 @@ def test_whole_fraction_is_fine(app_client):
     assert len(response.json()["selected"]) == 48
 
 
-def test_openapi_expresses_the_one_of_rule(app_client):
+def test_openapi_expresses_the_one_of_rule_and_more(app_client):
     spec = call(app_client, "GET", "/openapi.json").json()
     request_schema = spec["paths"][SELECT.replace("tiny", "{name}")]["post"]["requestBody"]
     ref = request_schema["content"]["application/json"]["schema"]["$ref"]
@@ -372,6 +372,7 @@ def test_openapi_expresses_the_one_of_rule(app_client):
         {"targets": TARGETS},
         {"targets": [{"prompt": "p", "completion": "c", "messages": None}]},
         {"targets": [{**chat, "prompt": None, "completion": None}]},
+        {"targets": TARGETS, "fraction": None},
     ]
     invalid = [
         {"targets": [{}]},
@@ -384,6 +385,8 @@ def test_openapi_expresses_the_one_of_rule(app_client):
         {"targets": [{"messages": [{"role": "assistant", "content": " "}]}]},
         {"targets": TARGETS, "k": True},
         {"targets": TARGETS, "fraction": 0},
+        {"targets": TARGETS, "k": 1, "fraction": 0.5},
+        {"targets": [{"prompt": "a\u0000", "completion": "c"}]},
     ]
     for body in valid:
         assert validator.is_valid(body), body
@@ -698,3 +701,11 @@ def test_uvicorn_headers_and_bytes(server):
     assert _raw(port, _request_head(port, "GET", "/healthz", {}))[0] == 200
     text = log_path.read_text()
     assert "Traceback" not in text and "ERROR" not in text, text[-2000:]
+
+
+@pytest.mark.parametrize("path", [SELECT, JOBS])
+def test_chat_beginning_with_the_assistant_is_400(app_client, path):
+    # Found by the fuzzer: the tokenizer refused the empty prefix of such a chat (a 500).
+    chat = {"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "u"}]}
+    response = call(app_client, "POST", path, json={"targets": [chat]}, headers=auth("alpha"))
+    assert_error(response, 400, "targets[0]: a chat must not begin with an assistant turn")
