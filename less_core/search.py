@@ -191,9 +191,7 @@ def scan_select_shards(
                 top = _ordered_top(cand_s, cand_r, qs.k)
                 best[i] = (cand_s[top], cand_r[top], cand_a[top])
         offset += n
-    return [
-        SearchResult(rows=r.cpu(), scores=s.cpu(), best_subtask=a.cpu()) for s, r, a in best
-    ]
+    return [SearchResult(rows=r.cpu(), scores=s.cpu(), best_subtask=a.cpu()) for s, r, a in best]
 
 
 def rescore_rows(
