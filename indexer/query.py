@@ -7,6 +7,11 @@ the length limit checked on that one pass), checkpoint weights and k resolved on
 (``prepare``). ``select_many`` serves several queries at once: one adapter swap per checkpoint
 for all of them and one pass over the features for all their queries. Each request's targets
 are still batched on their own, so its answer is the same alone or batched.
+
+``select_each`` keeps requests apart when something fails: a request whose target gradients
+fail (a NaN loss, out of memory, an adapter that cannot be swapped in), whose search fails or
+whose answer cannot be assembled gets a ``QueryFailure`` naming the stage, and the others in the
+same call are answered as they would be alone; nothing already computed is computed again.
 """
 
 from __future__ import annotations
@@ -14,15 +19,16 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 
-from indexer.datastore import Datastore
+from indexer.datastore import Datastore, feature_file
 from indexer.model_io import (
     ADAPTER_WEIGHTS,
     load_lora_model,
@@ -34,16 +40,41 @@ from indexer.search import SearchParams, ShardSearcher
 from indexer.token_limits import TokenCounter, within_cheap_size
 from less_core.config import Aggregate, SelectionConfig
 from less_core.data import Example, TokenizedExample, collate, tokenize_example
-from less_core.errors import DataError, IndexMismatchError
+from less_core.errors import ConfigError, DataError, IndexMismatchError, IntegrityError
 from less_core.featurize import Featurizer
 from less_core.lora_grads import PerExampleGradients
 from less_core.projectors import make_projector
 from less_core.scoring import subtask_queries
-from less_core.search import QuerySet
+from less_core.search import QuerySet, SearchResult
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SUBTASK = "default"
+
+STAGE_GRADIENTS = "computing target gradients"
+STAGE_SEARCH = "searching the datastore"
+STAGE_RESULT = "assembling the result"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A CUDA (or host) allocation failure, however torch reported it."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _release_memory(exc: BaseException) -> None:
+    """After an allocation failure: drop the failed batch's tensors (held by the traceback's
+    frames) and give cached blocks back, so the requests after it get the memory."""
+    if is_out_of_memory(exc):
+        exc.__traceback__ = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _targets_named(rows: Sequence[int]) -> str:
+    rows = sorted(rows)
+    return f"targets[{rows[0]}]" if len(rows) == 1 else f"one of targets{rows}"
 
 
 @dataclass(frozen=True)
@@ -58,6 +89,8 @@ class TargetQuery:
         k: rows to return.
         aggregate: how subtask scores combine.
         search: exact or approximate search options.
+        features: the targets' SGD features at each of ``checkpoints`` (that order), computed
+            before (a job resumed after a restart); None: computed by the engine.
     """
 
     targets: Sequence[TokenizedExample]
@@ -67,6 +100,20 @@ class TargetQuery:
     k: int
     aggregate: Aggregate
     search: SearchParams = SearchParams()
+    features: Sequence[torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class QueryFailure:
+    """Why one query of ``select_each`` got no answer: the stage (``STAGE_*``) and the error."""
+
+    stage: str
+    error: Exception
+
+
+FeaturesHook = Callable[[Sequence[Sequence[torch.Tensor] | None]], None]
+"""Called by ``select_each`` with each query's target features (per checkpoint of the query,
+in its order), None for a query whose gradients failed."""
 
 
 @dataclass(frozen=True)
@@ -110,18 +157,75 @@ class QueryEngine:
             raise IndexMismatchError("the model's LoRA layout differs from the datastore's")
         self.projector = make_projector(manifest.projector, manifest.layout)
         self.batch_size = target_batch_size or manifest.build.batch_size
-        self.adapters = {
-            name: load_file(
-                str(store.path / "adapters" / name / ADAPTER_WEIGHTS), device=str(self.device)
-            )
-            for name in store.checkpoint_names
-        }
+        self.adapters = {name: self._load_adapter(name) for name in store.checkpoint_names}
+        self._check_feature_files()
         self.searcher = ShardSearcher(store, self.device)
         self._ids = store.ids
 
     @property
     def n(self) -> int:
         return self.store.n
+
+    def _load_adapter(self, name: str) -> dict[str, torch.Tensor]:
+        """A checkpoint's LoRA weights, checked: readable, finite, and swapping in every LoRA
+        weight of the model (a missing one would silently keep the previous checkpoint's).
+
+        Raises:
+            IntegrityError: naming the checkpoint and what is wrong.
+        """
+        path = self.store.path / "adapters" / name / ADAPTER_WEIGHTS
+        try:
+            weights = load_file(str(path), device=str(self.device))
+        except Exception as exc:  # safetensors raises its own error type for a corrupt file
+            raise IntegrityError(f"adapter of checkpoint {name} is unreadable: {exc}") from exc
+        for key, tensor in weights.items():
+            if not bool(torch.isfinite(tensor).all()):
+                raise IntegrityError(f"adapter of checkpoint {name}: {key} is not finite")
+        try:
+            result = set_peft_model_state_dict(self.model, weights)
+        except Exception as exc:
+            raise IntegrityError(f"adapter of checkpoint {name} does not fit: {exc}") from exc
+        missing = [k for k in getattr(result, "missing_keys", ()) if "lora_" in k]
+        unexpected = list(getattr(result, "unexpected_keys", ()))
+        if missing or unexpected:
+            raise IntegrityError(
+                f"adapter of checkpoint {name} does not match the model's LoRA layout "
+                f"(missing {missing[:2]}, unexpected {unexpected[:2]})"
+            )
+        return weights
+
+    def _check_feature_files(self) -> None:
+        """Every shard's feature file opens with the manifest's shape and dtype.
+
+        Raises:
+            IntegrityError: naming the file (truncated, missing, or of another shape).
+        """
+        m = self.store.manifest
+        for shard in self.store.shards:
+            for name in self.store.checkpoint_names:
+                path = self.store.shard_dir(shard) / feature_file(name)
+                where = path.relative_to(self.store.path)
+                try:
+                    feats = np.load(path, mmap_mode="r")
+                except Exception as exc:  # missing, truncated, not an .npy file
+                    raise IntegrityError(f"feature file {where} cannot be read: {exc}") from exc
+                want = (shard.n, m.features.dim)
+                if feats.shape != want or feats.dtype != np.dtype(m.features.dtype):
+                    raise IntegrityError(
+                        f"feature file {where} holds {feats.dtype} {feats.shape}, "
+                        f"the manifest says {m.features.dtype} {want}"
+                    )
+
+    def _swap(self, name: str) -> None:
+        """Loads a checkpoint's adapter into the model (IntegrityError if it cannot be)."""
+        try:
+            set_peft_model_state_dict(self.model, self.adapters[name])
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise
+            raise IntegrityError(
+                f"adapter of checkpoint {name} cannot be swapped in: {type(exc).__name__}"
+            ) from exc
 
     def tokenize_targets(
         self, examples: Sequence[Example], max_tokens: int | None = None
@@ -207,7 +311,12 @@ class QueryEngine:
         )
 
     def target_features(
-        self, groups: Sequence[Sequence[TokenizedExample]], checkpoints: Sequence[str]
+        self,
+        groups: Sequence[Sequence[TokenizedExample]],
+        checkpoints: Sequence[str],
+        *,
+        uses: Sequence[Collection[str]] | None = None,
+        failures: dict[int, Exception] | None = None,
     ) -> list[list[torch.Tensor]]:
         """SGD features of each group of targets at each checkpoint.
 
@@ -215,25 +324,84 @@ class QueryEngine:
         depend on which other requests share the call: padding and batch shape change float
         rounding, and a request must get the same answer alone or batched.
 
+        Args:
+            groups: per request, its tokenized targets.
+            checkpoints: checkpoint names, one adapter swap each.
+            uses: per group, the checkpoints it needs (default: all); at the others its rows
+                are zeros, which is what its weight 0 makes of them anyway.
+            failures: given, a group whose features fail (any error: a NaN loss, out of memory,
+                an adapter that cannot be swapped in) is recorded here by its index, gets an
+                empty list and is skipped from then on, while the other groups go on; without
+                it the first error is raised.
+
         Returns:
             Per group, per checkpoint: (T_group, P) unit rows in the group's input order.
+
+        Raises:
+            DataError: a target whose loss or gradient is not finite (named by its index).
+            IntegrityError: an adapter that cannot be swapped in.
         """
         featurizer = Featurizer(self.grads, self.projector)
         out: list[list[torch.Tensor]] = [[] for _ in groups]
+        failed: dict[int, Exception] = {}
         for name in checkpoints:
-            set_peft_model_state_dict(self.model, self.adapters[name])  # one swap per checkpoint
+            active = {
+                g
+                for g in range(len(groups))
+                if g not in failed and (uses is None or name in uses[g])
+            }
+            if active:
+                try:
+                    self._swap(name)  # one swap per checkpoint
+                except Exception as exc:
+                    if failures is None:
+                        raise
+                    _release_memory(exc)
+                    failed.update((g, exc) for g in active)
             for g, targets in enumerate(groups):
-                # Length-sorted batches waste less padding; rows go back to input order.
-                order = sorted(range(len(targets)), key=lambda i: len(targets[i].input_ids))
-                feats = torch.empty(len(targets), self.projector.dim)
-                for b in range(0, len(order), self.batch_size):
-                    rows = order[b : b + self.batch_size]
-                    batch = collate([targets[i] for i in rows], self.tokenizer.pad_token_id).to(
-                        self.device
-                    )
-                    feats[rows] = featurizer(batch)[0].cpu()
-                out[g].append(feats)
+                if g in failed:
+                    continue
+                if g not in active:
+                    out[g].append(torch.zeros(len(targets), self.projector.dim))
+                    continue
+                try:
+                    out[g].append(self._group_features(featurizer, targets, name))
+                except Exception as exc:
+                    if failures is None:
+                        raise
+                    _release_memory(exc)
+                    failed[g] = exc
+        for g in failed:
+            out[g] = []
+        if failures is not None:
+            failures.update(failed)
         return out
+
+    def _group_features(
+        self, featurizer: Featurizer, targets: Sequence[TokenizedExample], checkpoint: str
+    ) -> torch.Tensor:
+        """(T, P) features of one request's targets at the swapped-in checkpoint."""
+        # Length-sorted batches waste less padding; rows go back to input order.
+        order = sorted(range(len(targets)), key=lambda i: len(targets[i].input_ids))
+        feats = torch.empty(len(targets), self.projector.dim)
+        for b in range(0, len(order), self.batch_size):
+            rows = order[b : b + self.batch_size]
+            batch = collate([targets[i] for i in rows], self.tokenizer.pad_token_id).to(self.device)
+            try:
+                rows_feats, losses = featurizer(batch)
+            except ConfigError as exc:  # PerExampleGradients refuses a NaN loss
+                raise DataError(
+                    f"{_targets_named(rows)}: the loss is NaN at {checkpoint}, so no gradient "
+                    "can be computed"
+                ) from exc
+            finite = torch.isfinite(losses) & torch.isfinite(rows_feats).all(dim=1)
+            if not bool(finite.all()):
+                bad = [rows[i] for i in (~finite).nonzero().flatten().tolist()]
+                raise DataError(
+                    f"{_targets_named(bad)}: the loss or gradient is not finite at {checkpoint}"
+                )
+            feats[rows] = rows_feats.cpu()
+        return feats
 
     def select_many(
         self,
@@ -244,39 +412,156 @@ class QueryEngine:
 
         ``on_gradients`` is called once the target features are computed, before the search
         (progress reporting for jobs).
+
+        Raises:
+            The first failed query's error (``select_each`` answers the others).
+        """
+
+        def hook(_features: Sequence[Sequence[torch.Tensor] | None]) -> None:
+            if on_gradients is not None:
+                on_gradients()
+
+        out = []
+        for result in self.select_each(queries, hook):
+            if isinstance(result, QueryFailure):
+                raise result.error
+            out.append(result)
+        return out
+
+    def select_each(
+        self,
+        queries: Sequence[TargetQuery],
+        on_gradients: FeaturesHook | None = None,
+    ) -> list[Selection | QueryFailure]:
+        """Like ``select_many``, but each query gets its ``Selection`` or its ``QueryFailure``:
+        one query's failure in any stage leaves the others' answers as they would be alone.
+
+        Target features are computed per query inside its own failure boundary (the others'
+        are kept, never recomputed); if the shared search pass fails, each query is searched
+        alone over the same checkpoints; each answer is assembled on its own.
+        ``on_gradients`` gets every query's features before the search (see ``FeaturesHook``).
         """
         t0 = time.perf_counter()
-        wanted = {name for q in queries for name in q.checkpoints}
-        needed = [n for n in self.store.checkpoint_names if n in wanted]  # manifest order
-        feats = self.target_features([q.targets for q in queries], needed)
+        names = self.store.checkpoint_names
+        outcome: list[Selection | QueryFailure | None] = [None] * len(queries)
+        feats: list[list[torch.Tensor] | None] = [None] * len(queries)
+        todo = []
+        for i, query in enumerate(queries):
+            if query.features is None:
+                todo.append(i)
+            elif len(query.features) != len(query.checkpoints):
+                error = ConfigError("given target features do not match the query's checkpoints")
+                outcome[i] = QueryFailure(STAGE_GRADIENTS, error)
+            else:
+                feats[i] = list(query.features)
+        if todo:
+            wanted = {name for i in todo for name in queries[i].checkpoints}
+            needed = [n for n in names if n in wanted]  # manifest order
+            failures: dict[int, Exception] = {}
+            try:
+                computed = self.target_features(
+                    [queries[i].targets for i in todo],
+                    needed,
+                    uses=[set(queries[i].checkpoints) for i in todo],
+                    failures=failures,
+                )
+            except Exception as exc:  # outside any one group's boundary: all of them
+                computed, failures = [[] for _ in todo], dict.fromkeys(range(len(todo)), exc)
+            for j, i in enumerate(todo):
+                if j in failures:
+                    outcome[i] = QueryFailure(STAGE_GRADIENTS, failures[j])
+                else:
+                    by_name = dict(zip(needed, computed[j]))
+                    feats[i] = [by_name[n] for n in queries[i].checkpoints]
         t1 = time.perf_counter()
         if on_gradients is not None:
-            on_gradients()
+            try:
+                on_gradients(feats)
+            except Exception:  # progress reporting must never fail a selection
+                log.exception("on_gradients hook failed")
 
-        query_sets, subtask_names = [], []
-        for query, group_feats in zip(queries, feats):
-            weight_of = dict(zip(query.checkpoints, query.weights))
-            # Checkpoints a request leaves out get weight 0, so every query spans `needed`.
-            subtasks, vectors = subtask_queries(
-                group_feats, list(query.subtasks), [weight_of.get(n, 0.0) for n in needed]
-            )
-            query_sets.append(QuerySet(vectors, query.k, query.aggregate))
-            subtask_names.append(subtasks)
-        results = self.searcher.search(needed, query_sets, [q.search for q in queries])
+        live = [i for i, f in enumerate(feats) if f is not None and outcome[i] is None]
+        # The search spans the checkpoints the answered queries use; others get weight 0.
+        wanted = {name for i in live for name in queries[i].checkpoints}
+        span = [n for n in names if n in wanted]
+        query_sets: dict[int, tuple[QuerySet, list[str]]] = {}
+        for i in live:
+            try:
+                query_sets[i] = self._query_set(queries[i], feats[i] or [], span)
+            except Exception as exc:
+                outcome[i] = QueryFailure(STAGE_SEARCH, exc)
+        found = self._search(span, queries, query_sets, outcome)
         t2 = time.perf_counter()
-        share = 1.0 / len(queries)
+        share = 1.0 / max(1, len(found))
+        for i, result in found.items():
+            try:
+                outcome[i] = Selection(
+                    ids=[self._ids[r] for r in result.rows.tolist()],
+                    rows=result.rows.tolist(),
+                    scores=result.scores.tolist(),
+                    subtasks=[query_sets[i][1][s] for s in result.best_subtask.tolist()],
+                    n_candidates=self.n,
+                    gradient_ms=(t1 - t0) * 1000 * share,
+                    search_ms=(t2 - t1) * 1000 * share,
+                )
+            except Exception as exc:
+                outcome[i] = QueryFailure(STAGE_RESULT, exc)
         return [
-            Selection(
-                ids=[self._ids[r] for r in res.rows.tolist()],
-                rows=res.rows.tolist(),
-                scores=res.scores.tolist(),
-                subtasks=[names[i] for i in res.best_subtask.tolist()],
-                n_candidates=self.n,
-                gradient_ms=(t1 - t0) * 1000 * share,
-                search_ms=(t2 - t1) * 1000 * share,
-            )
-            for res, names in zip(results, subtask_names)
+            r if r is not None else QueryFailure(STAGE_RESULT, RuntimeError("no answer"))
+            for r in outcome
         ]
+
+    @staticmethod
+    def _query_set(
+        query: TargetQuery, features: Sequence[torch.Tensor], span: Sequence[str]
+    ) -> tuple[QuerySet, list[str]]:
+        """The query's subtask vectors over ``span`` (zeros at checkpoints it does not use)."""
+        by_name = dict(zip(query.checkpoints, features))
+        weight_of = dict(zip(query.checkpoints, query.weights))
+        rows = len(query.targets)
+        per_checkpoint = [
+            by_name[n] if n in by_name else torch.zeros(rows, features[0].shape[1]) for n in span
+        ]
+        subtasks, vectors = subtask_queries(
+            per_checkpoint, list(query.subtasks), [weight_of.get(n, 0.0) for n in span]
+        )
+        return QuerySet(vectors, query.k, query.aggregate), subtasks
+
+    def _search(
+        self,
+        span: Sequence[str],
+        queries: Sequence[TargetQuery],
+        query_sets: dict[int, tuple[QuerySet, list[str]]],
+        outcome: list[Selection | QueryFailure | None],
+    ) -> dict[int, SearchResult]:
+        """One search pass for all; if it fails, each query alone (its failure its own)."""
+        order = list(query_sets)
+        if not order:
+            return {}
+        try:
+            results = self.searcher.search(
+                span, [query_sets[i][0] for i in order], [queries[i].search for i in order]
+            )
+            return dict(zip(order, results))
+        except Exception as exc:
+            if len(order) == 1:
+                _release_memory(exc)
+                outcome[order[0]] = QueryFailure(STAGE_SEARCH, exc)
+                return {}
+            _release_memory(exc)
+            log.warning(
+                "search of %d queries failed (%s); searching them one by one",
+                len(order),
+                type(exc).__name__,
+            )
+        found = {}
+        for i in order:
+            try:
+                found[i] = self.searcher.search(span, [query_sets[i][0]], [queries[i].search])[0]
+            except Exception as exc:
+                _release_memory(exc)
+                outcome[i] = QueryFailure(STAGE_SEARCH, exc)
+        return found
 
     def select(
         self,

@@ -11,6 +11,12 @@ a fresh engine for it in the background while the old one keeps answering, then 
 in ``Selector.prepare``) and is answered by that engine, so its k, weights, answer, reported
 version and cache key all come from one version; the old engine lives until its last request
 is answered. A version whose engine fails to load is logged and left; the old one serves on.
+
+A broken datastore fails alone: one that cannot be opened at start (missing ``CURRENT``, a
+manifest that is not a valid manifest) or whose engine cannot be loaded (a truncated feature
+file, a corrupt adapter, the wrong model) is "failed: <reason>" in ``states()`` while the
+others serve. Only versions whose manifest was read and summarised are ever listed, so listing
+datastores cannot fail because of one.
 """
 
 from __future__ import annotations
@@ -18,12 +24,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from indexer.datastore import Datastore, current_version
 from indexer.query import QueryEngine
-from less_core.errors import LessError
+from less_core.errors import IntegrityError, LessError
 from less_wire import CheckpointInfo, DatastoreSummary, ProjectorInfo
 from service.errors import ServiceError
 from service.settings import DatastoreConfig, ServiceSettings
@@ -35,6 +42,30 @@ EngineFactory = Callable[[Datastore, DatastoreConfig, str], QueryEngine]
 
 def default_engine_factory(store: Datastore, config: DatastoreConfig, device: str) -> QueryEngine:
     return QueryEngine(store, config.model_dir, device)
+
+
+def reason(exc: BaseException) -> str:
+    """An error as a datastore state's reason: its message, or its type if it has none."""
+    text = str(exc).strip()
+    return text if text else type(exc).__name__
+
+
+def open_summarized(
+    name: str, root: Path, version: str | None = None
+) -> tuple[Datastore, DatastoreSummary]:
+    """Opens a version and summarises it: a manifest the API cannot describe fails here, at
+    open, instead of failing every listing later.
+
+    Raises:
+        IntegrityError: the summary cannot be made from the manifest.
+        LessError, OSError: the version cannot be opened.
+    """
+    store = Datastore.open(root, version)
+    try:
+        summary = summarize(name, store)
+    except Exception as exc:
+        raise IntegrityError(f"manifest of version {store.version} is unusable: {exc}") from exc
+    return store, summary
 
 
 def summarize(name: str, store: Datastore) -> DatastoreSummary:
@@ -66,6 +97,7 @@ class Registry:
         self.settings = settings
         self._factory = engine_factory
         self._stores: dict[str, Datastore] = {}
+        self._summaries: dict[str, DatastoreSummary] = {}  # of the version in _stores
         self._engines: dict[str, QueryEngine] = {}
         self._state: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -75,11 +107,11 @@ class Registry:
         self.loaded = threading.Event()  # set when every load was attempted, failed or not
         for name, config in settings.datastores.items():
             try:
-                self._stores[name] = Datastore.open(config.path)
+                self._stores[name], self._summaries[name] = open_summarized(name, config.path)
                 self._state[name] = "loading"
-            except (LessError, OSError, ValueError, KeyError) as exc:
+            except Exception as exc:  # whatever is wrong with one datastore, the others serve
                 log.error("datastore %r at %s cannot be opened: %s", name, config.path, exc)
-                self._state[name] = f"failed: {exc}"
+                self._state[name] = f"failed: {reason(exc)}"
 
     def start_loading(self) -> threading.Thread:
         """Loads every engine in a daemon thread, one after another, then watches for new
@@ -127,6 +159,7 @@ class Registry:
         with self._reload_lock, self._lock:
             datastores = {n: c for n, c in self.settings.datastores.items() if n != name}
             self.settings = self.settings.model_copy(update={"datastores": datastores})
+            self._summaries.pop(name, None)
             for table in (self._stores, self._engines, self._state, self._failed_versions):
                 table.pop(name, None)
 
@@ -150,9 +183,12 @@ class Registry:
             ) as exc:  # any load failure must mark the datastore, not kill the thread
                 log.exception("loading datastore %r failed", name)
                 with self._lock:
-                    self._state[name] = f"failed: {exc}"
+                    if self._stores.get(name) is store:  # not replaced or removed meanwhile
+                        self._state[name] = f"failed: {reason(exc)}"
                 continue
             with self._lock:
+                if self._stores.get(name) is not store:  # reloaded or removed meanwhile
+                    continue
                 self._engines[name] = engine
                 self._state[name] = "ready"
             log.info(
@@ -192,7 +228,12 @@ class Registry:
         return store, engine
 
     def summary(self, name: str) -> DatastoreSummary:
-        return summarize(name, self.store(name))
+        """The served version's summary, made when it was opened (404 like ``store``)."""
+        with self._lock:
+            summary = self._summaries.get(name) if name in self._stores else None
+        if summary is None:
+            raise ServiceError(404, f"datastore {name!r} not found")
+        return summary
 
     def engine(self, name: str, version: str | None = None) -> QueryEngine:
         """The loaded engine; 503 ``overloaded`` while it loads or if loading failed, and when
@@ -250,17 +291,18 @@ class Registry:
             return f"failed {version}: see the log"
         log.info("datastore %r: loading version %s in the background", name, version)
         try:
-            store = Datastore.open(config.path, version)
+            store, summary = open_summarized(name, config.path, version)
             engine = self._factory(store, config, self.settings.device)
         except Exception as exc:  # the old version keeps serving
             log.exception("datastore %r: version %s failed to load", name, version)
             self._failed_versions[name] = version
             with self._lock:
                 if name not in self._engines:
-                    self._state[name] = f"failed: {exc}"
-            return f"failed {version}: {exc}"
+                    self._state[name] = f"failed: {reason(exc)}"
+            return f"failed {version}: {reason(exc)}"
         with self._lock:  # one step: no request sees this store with the other's engine
             self._stores[name] = store
+            self._summaries[name] = summary
             self._engines[name] = engine
             self._state[name] = "ready"
         self._failed_versions.pop(name, None)

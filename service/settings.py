@@ -113,6 +113,27 @@ class ServiceSettings(BaseSettings):
     job_submit_timeout_s: float = Field(
         default=60.0, gt=0, description="How long a job waits for room in the full queue."
     )
+    max_jobs_per_team: int | None = Field(
+        default=16,
+        ge=1,
+        description="Unfinished (queued or running) jobs a team may have; another is refused "
+        "with 429 and Retry-After (None: no limit).",
+    )
+    max_job_targets_per_team: int | None = Field(
+        default=1024,
+        ge=1,
+        description="Targets a team's unfinished jobs may hold together (its queued work); "
+        "a job beyond it is refused with 429 and Retry-After (None: no limit).",
+    )
+    retry_after_jobs_s: int = Field(
+        default=10, ge=1, description="Retry-After of a 429 for a team's job limits."
+    )
+    job_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Starts of a job that never finished (the service was killed while it "
+        "ran) before it is marked failed instead of being run again.",
+    )
     retry_after_busy_s: int = Field(
         default=1, ge=1, description="Retry-After of a 503 for a full queue (clears quickly)."
     )

@@ -7,8 +7,15 @@ for other datastores for the next round, and answers the batch with ONE
 ``QueryEngine.select_many`` call: one adapter swap per checkpoint and one pass over the features
 for all of them, while each request's own numbers stay what they would be alone. Before that
 call each request's targets are tokenized, once, on their own, with the token limit checked on
-that same pass, so one bad request fails alone. Routes await the futures through
-``asyncio.wrap_future``, which resolves them on the event loop.
+that same pass. Routes await the futures through ``asyncio.wrap_future``, which resolves them
+on the event loop.
+
+Faults fail alone: whatever goes wrong with one request (its tokenization, its target
+gradients, its search, its answer; any exception type) fails that request's future only, and
+the others of its batch get the answers they would get alone (``QueryEngine.select_each``
+keeps the requests apart and computes nothing twice). Bad input is a 4xx; running out of memory
+a 503 with Retry-After; anything else a 500 naming the stage, its traceback in the log. The
+worker thread outlives every batch.
 """
 
 from __future__ import annotations
@@ -22,12 +29,22 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from indexer.query import DEFAULT_SUBTASK, QueryEngine, Selection, TargetQuery
+import torch
+
+from indexer.query import (
+    DEFAULT_SUBTASK,
+    STAGE_GRADIENTS,
+    QueryEngine,
+    QueryFailure,
+    Selection,
+    TargetQuery,
+    is_out_of_memory,
+)
 from indexer.search import SearchParams
 from less_core.config import Aggregate
 from less_core.data import Example
 from less_core.errors import LessError
-from service.errors import ServiceError
+from service.errors import ServiceError, less_error_status
 from service.metrics import Metrics
 from service.registry import Registry
 from service.settings import ServiceSettings
@@ -35,6 +52,7 @@ from service.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.1  # how often an idle worker looks at its stop flag
+STAGE_TOKENIZING = "tokenizing the targets"
 
 
 @dataclass
@@ -50,7 +68,12 @@ class WorkItem:
         aggregate: How subtask scores combine.
         max_tokens: Token limit per target.
         search: Exact or approximate search options.
-        on_gradients: Called (in the worker) once the target gradients are computed.
+        on_gradients: Called (in the worker) once the request's target gradients are computed
+            (not if they failed).
+        on_features: Called (in the worker) with those features, per checkpoint of
+            ``checkpoints`` (a job keeps them, so a restart does not compute them again).
+        features: Target features computed before, per checkpoint of ``checkpoints``; the
+            engine uses them instead of computing the gradients (None: computed).
         future: Resolved with the ``Selection`` or the error for this request.
         enqueued: ``time.perf_counter()`` when queued.
         queue_ms: Time spent waiting, set when its batch starts.
@@ -69,6 +92,8 @@ class WorkItem:
     max_tokens: int
     search: SearchParams = SearchParams()
     on_gradients: Callable[[], None] | None = None
+    on_features: Callable[[Sequence[torch.Tensor]], None] | None = None
+    features: Sequence[torch.Tensor] | None = None
     future: Future[Selection] = field(default_factory=Future)
     enqueued: float = field(default_factory=time.perf_counter)
     queue_ms: float = 0.0
@@ -98,7 +123,33 @@ def target_query(engine: QueryEngine, item: WorkItem) -> TargetQuery:
         k=item.k,
         aggregate=item.aggregate,
         search=item.search,
+        features=item.features,
     )
+
+
+def request_error(
+    stage: str, exc: BaseException, item: WorkItem, retry_after_s: int
+) -> BaseException:
+    """What one failed request answers: bad input as it is (4xx), out of memory as a 503
+    with Retry-After, anything else a 500 naming the stage (the traceback goes to the log)."""
+    if isinstance(exc, ServiceError):
+        return exc
+    if isinstance(exc, LessError) and less_error_status(exc) < 500:
+        return exc
+    if is_out_of_memory(exc):
+        log.warning(
+            "out of memory while %s for a request of %d target(s)", stage, len(item.examples)
+        )
+        return ServiceError(
+            503,
+            f"out of memory while {stage} for this request ({len(item.examples)} targets); "
+            "retry later, or send fewer or shorter targets",
+            retry_after=retry_after_s,
+        )
+    log.error("a request failed while %s", stage, exc_info=exc)
+    if isinstance(exc, LessError):  # IntegrityError: its message says what is broken
+        return ServiceError(500, f"{stage} failed: {exc}")
+    return ServiceError(500, f"internal error while {stage} ({type(exc).__name__})")
 
 
 class Worker:
@@ -169,11 +220,18 @@ class Worker:
             if batch:
                 try:
                     self._answer(batch)
-                except Exception as exc:  # the worker must outlive any one batch
+                except Exception:  # a bug outside every request's own boundary
                     log.exception("batch of %d failed", len(batch))
                     for item in batch:
-                        if not item.future.done():
-                            item.future.set_exception(exc)
+                        self._fail(item, ServiceError(500, "internal error in the worker"))
+
+    def _fail(self, item: WorkItem, error: BaseException) -> None:
+        """Sets one request's error unless it already has its answer (never raises)."""
+        try:
+            if not item.future.done():
+                item.future.set_exception(error)
+        except Exception:  # cancelled or answered meanwhile: nothing left to tell
+            pass
 
     def _collect(self) -> list[WorkItem]:
         """The next batch: one datastore version's items, gathered for at most the window."""
@@ -212,43 +270,50 @@ class Worker:
                 engine = self.registry.engine(first.datastore, first.version)
         except ServiceError as exc:
             for item in live:
-                item.future.set_exception(exc)
+                self._fail(item, exc)
             return
         valid = []
         for item in live:
             item.queue_ms = (start - item.enqueued) * 1000
             try:
                 valid.append((item, target_query(engine, item)))
-            except LessError as exc:
-                item.future.set_exception(exc)
-            except Exception as exc:  # a target the tokenizer chokes on fails its request alone
-                log.exception("tokenizing a request's targets failed")
-                item.future.set_exception(exc)
+            except Exception as exc:  # e.g. a target the tokenizer chokes on: this one alone
+                self._fail(item, self._error(STAGE_TOKENIZING, exc, item))
         if valid:
             self._select(engine, valid)
 
-    def _select(self, engine: QueryEngine, items: list[tuple[WorkItem, TargetQuery]]) -> None:
-        hooks = [item.on_gradients for item, _ in items if item.on_gradients is not None]
+    def _error(self, stage: str, exc: BaseException, item: WorkItem) -> BaseException:
+        return request_error(stage, exc, item, self.settings.retry_after_busy_s)
 
-        def gradients_done() -> None:
-            for hook in hooks:
-                try:
-                    hook()
-                except Exception:  # progress reporting must never fail a selection
-                    log.exception("progress hook failed")
+    def _select(self, engine: QueryEngine, items: list[tuple[WorkItem, TargetQuery]]) -> None:
+        def gradients_done(features: Sequence[Sequence[torch.Tensor] | None]) -> None:
+            for (item, _), feats in zip(items, features):
+                if feats is None:
+                    continue
+                for hook, args in ((item.on_gradients, ()), (item.on_features, (feats,))):
+                    if hook is None:
+                        continue
+                    try:
+                        hook(*args)
+                    except Exception:  # progress reporting must never fail a selection
+                        log.exception("progress hook failed")
 
         try:
-            results = engine.select_many([query for _, query in items], gradients_done)
-        except Exception as exc:  # unexpected: retry one by one so one request cannot fail the rest
+            results = engine.select_each([query for _, query in items], gradients_done)
+        except Exception as exc:  # select_each keeps requests apart; this is a bug in it
             if len(items) == 1:
-                items[0][0].future.set_exception(exc)
+                self._fail(items[0][0], self._error(STAGE_GRADIENTS, exc, items[0][0]))
                 return
-            log.warning(
-                "batch of %d failed (%s); answering its requests one by one", len(items), exc
-            )
+            log.exception("batch of %d failed; answering its requests one by one", len(items))
             for pair in items:
                 self._select(engine, [pair])
             return
         self.metrics.batch_size.observe(len(items))
         for (item, _), result in zip(items, results):
-            item.future.set_result(result)
+            if isinstance(result, QueryFailure):
+                self._fail(item, self._error(result.stage, result.error, item))
+                continue
+            try:
+                item.future.set_result(result)
+            except Exception:  # cancelled meanwhile (cannot be once running): nothing to do
+                log.exception("setting a request's answer failed")

@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from less_wire import ErrorResponse, Job, SelectRequest
 from service.deps import CurrentTeam, GrantedDatastore, JobStoreDep, SelectorDep, ServicesDep
 from service.errors import ServiceError
+from service.jobs import JobLimits
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["jobs"])
@@ -37,7 +38,8 @@ async def create_job(
     if prepared.engine is not None:  # the token limits too (cheap, bounded by the limit)
         max_tokens = services.registry.max_target_tokens(name)
         await asyncio.to_thread(prepared.engine.tokenize_targets, prepared.examples, max_tokens)
-    job = await asyncio.to_thread(services.jobs.create, team.name, name, body)
+    limits = JobLimits.from_settings(services.settings)  # 429 beyond the team's job limits
+    job = await asyncio.to_thread(services.jobs.create, team.name, name, body, limits)
     services.job_runner.notify()
     log.info(
         "usage team=%s datastore=%s n_targets=%d job=%s", team.name, name, len(body.targets), job.id
