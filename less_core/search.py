@@ -65,20 +65,24 @@ def _ordered_top(scores: torch.Tensor, rows: torch.Tensor, k: int) -> torch.Tens
 
 
 def _rows_on(
-    matrix: np.ndarray | torch.Tensor, r0: int, r1: int, device: torch.device | str
+    matrix: np.ndarray | torch.Tensor, r0: int, r1: int, out: torch.Tensor
 ) -> torch.Tensor:
-    """Rows [r0, r1) as float32 on ``device``.
+    """Rows [r0, r1) widened to float32 into ``out[: r1 - r0]`` (on the search device).
 
-    Stored dtype travels to the device first and is widened there: half the bytes to move, and
-    no CPU conversion pass. Read-only memmaps are copied (torch needs writable memory); open
-    them copy-on-write (``mmap_mode="c"``) to avoid that.
+    ``out`` is one buffer reused for every block: a fresh (block_rows, P) float32 tensor per
+    block costs page faults that, on a CPU, take longer than the matmul itself (measured in
+    bench/results/scale_search.json). ``copy_`` widens and moves in one pass, so the stored
+    dtype is what crosses to a GPU. Read-only memmaps are copied (torch needs writable memory);
+    open them copy-on-write (``mmap_mode="c"``) to avoid that.
     """
     if isinstance(matrix, torch.Tensor):
         block = matrix[r0:r1]
     else:
         rows = np.asarray(matrix[r0:r1])
         block = torch.from_numpy(rows if rows.flags.writeable else rows.copy())
-    return block.to(device).to(torch.float32)
+    target = out[: r1 - r0]
+    target.copy_(block)
+    return target
 
 
 FeatureMatrix = np.ndarray | torch.Tensor
@@ -162,36 +166,71 @@ def scan_select_shards(
     q_parts = [all_q[:, c * p : (c + 1) * p].T.contiguous() for c in range(n_ckpt)]  # (P, Q)
     # The running top-k stays on the device with the scores: on a GPU, moving every block's
     # (rows, Q) scores to the host to merge there costs more than the matmul itself.
-    best = [
-        (
-            torch.empty(0, device=device),
-            torch.empty(0, dtype=torch.int64, device=device),
-            torch.empty(0, dtype=torch.int64, device=device),
-        )
-        for _ in query_sets
-    ]
+    pools = [_CandidatePool(qs.k, device) for qs in query_sets]
     offset = 0
+    buffer = torch.empty(min(block_rows, n_total), p, dtype=torch.float32, device=device)
     for features in shards:
         n = features[0].shape[0]
         for r0 in range(0, n, block_rows):
             r1 = min(n, r0 + block_rows)
             # (rows, Q): the first checkpoint's product, then the others added in place.
-            block_scores = _rows_on(features[0], r0, r1, device) @ q_parts[0]
+            block_scores = _rows_on(features[0], r0, r1, buffer) @ q_parts[0]
             for c in range(1, n_ckpt):
-                block_scores.add_(_rows_on(features[c], r0, r1, device) @ q_parts[c])
+                block_scores.add_(_rows_on(features[c], r0, r1, buffer) @ q_parts[c])
             rows = torch.arange(offset + r0, offset + r1, dtype=torch.int64, device=device)
-            for i, ((a, b), qs) in enumerate(zip(spans, query_sets)):
+            for pool, (a, b), qs in zip(pools, spans, query_sets):
                 per_subtask = block_scores[:, a:b]
-                agg = aggregate_scores(per_subtask, qs.aggregate)
-                arg = per_subtask.argmax(dim=1)
-                s_prev, r_prev, a_prev = best[i]
-                cand_s = torch.cat([s_prev, agg])
-                cand_r = torch.cat([r_prev, rows])
-                cand_a = torch.cat([a_prev, arg])
-                top = _ordered_top(cand_s, cand_r, qs.k)
-                best[i] = (cand_s[top], cand_r[top], cand_a[top])
+                pool.add(aggregate_scores(per_subtask, qs.aggregate), rows, per_subtask)
         offset += n
-    return [SearchResult(rows=r.cpu(), scores=s.cpu(), best_subtask=a.cpu()) for s, r, a in best]
+    return [pool.result() for pool in pools]
+
+
+class _CandidatePool:
+    """The running top-k of one query set, merged lazily.
+
+    Rows scoring below the current k-th best can never enter the top k, so each block only
+    contributes the rows at or above that threshold (ties kept: they are ordered by row at the
+    end). Kept candidates are compacted to the k best once they reach twice k, and ordered once
+    at the end: the result equals ordering all rows, at a cost of a few sorts of ~2k elements
+    instead of one per block.
+    """
+
+    def __init__(self, k: int, device: torch.device | str):
+        self.k = k
+        self.threshold = float("-inf")
+        self.size = 0
+        self.parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.device = device
+
+    def add(self, scores: torch.Tensor, rows: torch.Tensor, per_subtask: torch.Tensor) -> None:
+        """Offers a block: (rows,) aggregated scores, (rows,) global rows, (rows, S) scores."""
+        keep = scores >= self.threshold
+        if not bool(keep.all()):
+            scores, rows, per_subtask = scores[keep], rows[keep], per_subtask[keep]
+        if scores.numel() == 0:
+            return
+        self.parts.append((scores, rows, per_subtask.argmax(dim=1)))
+        self.size += scores.numel()
+        if self.size >= 2 * self.k:
+            self._compact()
+
+    def _compact(self) -> None:
+        scores = torch.cat([p[0] for p in self.parts])
+        rows = torch.cat([p[1] for p in self.parts])
+        best = torch.cat([p[2] for p in self.parts])
+        top = _ordered_top(scores, rows, self.k)
+        self.parts = [(scores[top], rows[top], best[top])]
+        self.size = int(top.numel())
+        if self.size == self.k:
+            self.threshold = float(scores[top[-1]])
+
+    def result(self) -> SearchResult:
+        if not self.parts:
+            empty = torch.empty(0, dtype=torch.int64)
+            return SearchResult(rows=empty, scores=torch.empty(0), best_subtask=empty)
+        self._compact()
+        scores, rows, best = self.parts[0]
+        return SearchResult(rows=rows.cpu(), scores=scores.cpu(), best_subtask=best.cpu())
 
 
 def rescore_rows(
