@@ -31,17 +31,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from less_client import load_targets_jsonl
-from less_wire import TargetExample
 
 from bench._args import add_threads_arg, bench_parser, command_line, start
 from bench.report import write_report
 from indexer.datastore import Datastore
 from indexer.query import QueryEngine
 from indexer.requests import examples_from_targets
+from less_client import load_targets_jsonl
 from less_core.errors import LessError
 from less_core.scoring import subtask_queries
 from less_core.search import DEFAULT_BLOCK_ROWS
+from less_wire import TargetExample
 
 log = logging.getLogger("bench.service")
 

@@ -34,8 +34,6 @@ from typing import Any
 
 import httpx
 import torch
-from less_client import AsyncLessClient, LessClient
-from less_wire import TargetExample
 
 from bench._service_common import (
     ServiceSetup,
@@ -46,6 +44,8 @@ from bench._service_common import (
     service_parser,
     stats,
 )
+from less_client import AsyncLessClient, LessClient
+from less_wire import TargetExample
 from service.launcher import service_process
 
 BENCHMARK = "http_requests"
