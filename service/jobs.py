@@ -35,7 +35,6 @@ from pathlib import Path
 
 import torch
 
-from indexer.requests import search_params
 from indexer.selection_io import selected_examples
 from less_core.errors import LessError
 from less_wire import (
@@ -369,23 +368,10 @@ class JobRunner:
     def _work_item(self, job_id: str, prepared: Prepared) -> WorkItem:
         """The job's request for the worker, with its saved target features if it has any
         for this version (then only the search runs again), else saving them once computed."""
-        request = prepared.request
         saved = self.store.load_features(
             job_id, prepared.version, prepared.checkpoints, len(prepared.examples)
         )
-        item = WorkItem(
-            datastore=prepared.datastore,
-            version=prepared.version,
-            engine=prepared.engine,
-            examples=prepared.examples,
-            checkpoints=prepared.checkpoints,
-            weights=prepared.weights,
-            k=prepared.k,
-            aggregate=request.aggregate,
-            max_tokens=self.registry.max_target_tokens(prepared.datastore),
-            search=search_params(request),
-            features=saved,
-        )
+        item = self.selector.work_item(prepared, features=saved)
         if saved is not None:
             log.info("job %s resumed from its saved target features", job_id)
             self.store.update(job_id, progress=0.5)

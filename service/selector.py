@@ -17,10 +17,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from indexer.query import QueryEngine, Selection
 from indexer.requests import examples_from_targets, search_params, selection_config
@@ -105,6 +108,32 @@ class Selector:
         self.worker = worker
         self.cache = cache
         self.metrics = metrics
+        self._pending: dict[str, int] = {}  # team -> selects queued or running
+        self._pending_lock = threading.Lock()
+
+    @contextmanager
+    def _team_slot(self, team: Team) -> Iterator[None]:
+        """Holds one of the team's ``max_pending_selects_per_team`` slots for a select.
+
+        Raises:
+            ServiceError: 429 with Retry-After when the team has that many in flight already.
+        """
+        limit = self.settings.max_pending_selects_per_team
+        with self._pending_lock:
+            held = self._pending.get(team.name, 0)
+            if limit is not None and held >= limit:
+                self.metrics.rejected.inc("team_pending")
+                raise ServiceError(
+                    429,
+                    f"team {team.name!r} already has {held} selects in flight (limit {limit})",
+                    retry_after=self.settings.retry_after_busy_s,
+                )
+            self._pending[team.name] = held + 1
+        try:
+            yield
+        finally:
+            with self._pending_lock:
+                self._pending[team.name] -= 1
 
     def prepare(self, name: str, request: SelectRequest) -> Prepared:
         """Checks the request against the limits and the datastore.
@@ -135,6 +164,22 @@ class Selector:
             engine,
         )
 
+    def work_item(self, prepared: Prepared, **extra: Any) -> WorkItem:
+        """The worker's item for a prepared request (``extra``: WorkItem hooks and fields)."""
+        return WorkItem(
+            datastore=prepared.datastore,
+            version=prepared.version,
+            engine=prepared.engine,
+            examples=prepared.examples,
+            checkpoints=prepared.checkpoints,
+            weights=prepared.weights,
+            k=prepared.k,
+            aggregate=prepared.request.aggregate,
+            max_tokens=self.registry.max_target_tokens(prepared.datastore),
+            search=search_params(prepared.request),
+            **extra,
+        )
+
     def submit(
         self,
         prepared: Prepared,
@@ -152,19 +197,7 @@ class Selector:
                 if on_gradients is not None:
                     on_gradients()
 
-        item = WorkItem(
-            datastore=prepared.datastore,
-            version=prepared.version,
-            engine=prepared.engine,
-            examples=prepared.examples,
-            checkpoints=prepared.checkpoints,
-            weights=prepared.weights,
-            k=prepared.k,
-            aggregate=prepared.request.aggregate,
-            max_tokens=self.registry.max_target_tokens(prepared.datastore),
-            search=search_params(prepared.request),
-            on_gradients=hook,
-        )
+        item = self.work_item(prepared, on_gradients=hook)
         if clock is not None:  # before it is queued: the worker may answer it at once
             item.future.add_done_callback(clock.answered)
         return item, self.worker.submit(item, block=block, timeout=timeout)
@@ -186,18 +219,19 @@ class Selector:
             )
         else:
             clock = PhaseClock()
-            item, future = self.submit(prepared, clock=clock)
-            try:
-                selection = await asyncio.wait_for(
-                    asyncio.wrap_future(future), self.settings.request_timeout_s
-                )
-            except asyncio.TimeoutError:
-                future.cancel()  # still queued: the worker skips it
-                self.metrics.rejected.inc("timeout")
-                raise ServiceError(
-                    504,
-                    f"selection took longer than {self.settings.request_timeout_s} s",
-                ) from None
+            with self._team_slot(team):
+                item, future = self.submit(prepared, clock=clock)
+                try:
+                    selection = await asyncio.wait_for(
+                        asyncio.wrap_future(future), self.settings.request_timeout_s
+                    )
+                except asyncio.TimeoutError:
+                    future.cancel()  # still queued: the worker skips it
+                    self.metrics.rejected.inc("timeout")
+                    raise ServiceError(
+                        504,
+                        f"selection took longer than {self.settings.request_timeout_s} s",
+                    ) from None
             total = (time.perf_counter() - start) * 1000
             response = SelectResponse(
                 datastore=name,

@@ -113,6 +113,12 @@ class ServiceSettings(BaseSettings):
     job_submit_timeout_s: float = Field(
         default=60.0, gt=0, description="How long a job waits for room in the full queue."
     )
+    max_pending_selects_per_team: int | None = Field(
+        default=32,
+        ge=1,
+        description="Selects of one team queued or running at once; another is refused with "
+        "429 and Retry-After, so one team cannot fill the shared queue (None: no limit).",
+    )
     max_jobs_per_team: int | None = Field(
         default=16,
         ge=1,

@@ -144,3 +144,32 @@ def test_unexpected_error_is_json_500(datastore_root, tiny_model_dir, tmp_path, 
     assert response.json()["error"]["message"].startswith("internal error")
     assert "simulated engine failure" not in response.text
     assert "simulated engine failure" in caplog.text
+
+
+def test_a_team_holds_at_most_its_share_of_pending_selects(
+    datastore_root, tiny_model_dir, tmp_path
+):
+    from service.auth import Team
+    from service.selector import Selector
+
+    settings = make_settings(
+        datastore_root, tiny_model_dir, tmp_path, max_pending_selects_per_team=2
+    )
+    metrics = Metrics(queue_depth=lambda: None, gpu_memory=lambda: None)
+    selector = Selector(settings, registry=None, worker=None, cache=None, metrics=metrics)
+    alpha, beta = Team("alpha", frozenset()), Team("beta", frozenset())
+    with selector._team_slot(alpha), selector._team_slot(alpha):
+        with pytest.raises(ServiceError) as info:
+            with selector._team_slot(alpha):
+                pass
+        assert (info.value.status, info.value.code, info.value.retry_after) == (
+            429,
+            "rate_limited",
+            settings.retry_after_busy_s,
+        )
+        assert "2 selects in flight (limit 2)" in info.value.message
+        with selector._team_slot(beta):  # another team is not held up
+            pass
+    with selector._team_slot(alpha), selector._team_slot(alpha):  # slots come back
+        pass
+    assert 'reason="team_pending"' in metrics.render()
