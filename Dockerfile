@@ -6,8 +6,9 @@ ARG PYTHON_IMAGE=python:3.11-slim
 FROM ${PYTHON_IMAGE}
 
 ARG EXTRA=cpu
-# Where pip looks for torch first; the CPU index keeps the image free of multi-GB CUDA wheels.
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# An extra package index for torch (e.g. a CPU-only wheel index, which keeps the image free of
+# multi-GB CUDA wheels). Empty: pip's own configuration decides. No index host is written here.
+ARG TORCH_INDEX=
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -20,7 +21,8 @@ COPY less_core ./less_core
 COPY indexer ./indexer
 COPY service ./service
 COPY client ./client
-RUN pip install --extra-index-url "${TORCH_INDEX}" ".[${EXTRA}]"
+# The SDK (./client: less_client + the wire contract less_wire) is its own distribution.
+RUN pip install ${TORCH_INDEX:+--extra-index-url "${TORCH_INDEX}"} ./client ".[${EXTRA}]"
 
 RUN useradd --create-home --uid 1000 less
 USER less
