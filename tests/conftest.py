@@ -93,8 +93,11 @@ def warmup_dir(tmp_path_factory, tiny_model_dir, pool_path) -> Path:
     )
 
 
-def build_tiny_datastore(root: Path, model_dir: Path, pool: Path, warmup: Path, **build) -> Path:
-    """Builds the tests' datastore config at ``root`` (``build`` overrides BuildConfig fields)."""
+def build_tiny_datastore(
+    root: Path, model_dir: Path, pool: Path, warmup: Path, device: str | None = None, **build
+) -> Path:
+    """Builds the tests' datastore config at ``root`` on ``device`` (default: auto);
+    ``build`` overrides BuildConfig fields."""
     from dataclasses import replace
 
     from indexer.build import BuildRequest, build_datastore
@@ -109,6 +112,7 @@ def build_tiny_datastore(root: Path, model_dir: Path, pool: Path, warmup: Path, 
             projection=PROJ,
             build=replace(BUILD, **build),
             tokenization=TOKENS,
+            device=device,
         )
     )
     return root

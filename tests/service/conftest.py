@@ -15,6 +15,7 @@ from service.settings import ServiceSettings, hash_key
 
 KEYS = {"alpha": "alpha-key", "beta": "beta-key", "slow": "slow-key"}
 READY_TIMEOUT_S = 60
+JOB_TIMEOUT_S = 30
 
 
 def auth(team: str) -> dict[str, str]:
@@ -51,6 +52,17 @@ def wait_ready(client: TestClient, timeout: float = READY_TIMEOUT_S) -> None:
             return
         time.sleep(0.05)
     raise TimeoutError(f"service not ready after {timeout} s: {client.get('/readyz').json()}")
+
+
+def wait_job(client: TestClient, job_id: str, team: str = "alpha") -> dict:
+    """Polls a job until it succeeded or failed; TimeoutError after ``JOB_TIMEOUT_S``."""
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}", headers=auth(team)).json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.05)
+    raise TimeoutError(f"job {job_id} unfinished after {JOB_TIMEOUT_S} s")
 
 
 @pytest.fixture(scope="session")

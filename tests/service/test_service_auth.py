@@ -20,10 +20,17 @@ from service.access import key_id
 from service.app import create_app
 from service.auth import AdminKeys, KeyRing
 from service.settings import TeamConfig, hash_key
-from tests.service.conftest import KEYS, TARGETS, auth, make_settings, wait_ready
+from tests.service.conftest import (
+    JOB_TIMEOUT_S,
+    KEYS,
+    TARGETS,
+    auth,
+    make_settings,
+    wait_job,
+    wait_ready,
+)
 
 ADMIN_KEY = "admin-key-for-tests"
-POLL_TIMEOUT_S = 30
 
 # The routes anyone may call. Everything else in the route table needs a key.
 PUBLIC = {
@@ -39,16 +46,6 @@ PUBLIC = {
 
 def admin_auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_KEY}"}
-
-
-def wait_job(client: TestClient, job_id: str, team: str = "alpha") -> dict:
-    deadline = time.monotonic() + POLL_TIMEOUT_S
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}", headers=auth(team)).json()
-        if job["status"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.05)
-    raise TimeoutError(f"job {job_id} unfinished after {POLL_TIMEOUT_S} s")
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +127,7 @@ def test_no_key_target_text_or_selection_in_logs(datastore_root, tiny_model_dir,
         job = client.post(
             "/v1/datastores/tiny/jobs", headers=headers, json={"targets": targets, "k": 5}
         ).json()
-        deadline = time.monotonic() + POLL_TIMEOUT_S
+        deadline = time.monotonic() + JOB_TIMEOUT_S
         while client.get(f"/v1/jobs/{job['id']}", headers=headers).json()["status"] not in (
             "succeeded",
             "failed",

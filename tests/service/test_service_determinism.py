@@ -13,19 +13,17 @@ import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from indexer.build import BuildRequest, build_datastore
 from indexer.datastore import Datastore
 from indexer.query import QueryEngine
 from less_core.config import SelectionConfig
 from less_core.data import Example
 from service.launcher import service_process
-from tests.conftest import BUILD, PROJ, TOKENS
+from tests.conftest import build_tiny_datastore
 from tests.service.conftest import KEYS, TARGETS, make_settings
 
 START_TIMEOUT_S = 120
@@ -128,28 +126,10 @@ def test_identical_answers_across_a_restart_batching_repeats_and_jobs(
 # --------------------------------------------------------------------------- CPU vs GPU
 
 
-def build_on(device: str, root: Path, model_dir: Path, pool: Path, warmup: Path) -> Path:
-    """The tests' datastore build (``build_tiny_datastore``) featurized on ``device``."""
-    build_datastore(
-        BuildRequest(
-            model_dir,
-            pool,
-            warmup,
-            root,
-            "tiny-llama",
-            projection=PROJ,
-            build=BUILD,
-            tokenization=TOKENS,
-            device=device,
-        )
-    )
-    return root
-
-
 @pytest.mark.cuda
 def test_cpu_and_gpu_builds_give_the_same_ids(tiny_model_dir, pool_path, warmup_dir, tmp_path):
-    cpu_root = build_on("cpu", tmp_path / "cpu", tiny_model_dir, pool_path, warmup_dir)
-    gpu_root = build_on("cuda", tmp_path / "gpu", tiny_model_dir, pool_path, warmup_dir)
+    cpu_root = build_tiny_datastore(tmp_path / "cpu", tiny_model_dir, pool_path, warmup_dir, "cpu")
+    gpu_root = build_tiny_datastore(tmp_path / "gpu", tiny_model_dir, pool_path, warmup_dir, "cuda")
     cpu = QueryEngine(Datastore.open(cpu_root), tiny_model_dir, "cpu")
     gpu = QueryEngine(Datastore.open(gpu_root), tiny_model_dir, "cuda")
     assert cpu.store.ids == gpu.store.ids

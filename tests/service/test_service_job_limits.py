@@ -17,19 +17,7 @@ from less_wire import SelectRequest
 from service.app import create_app
 from service.errors import ServiceError
 from service.jobs import JobLimits, JobStore
-from tests.service.conftest import TARGETS, auth, make_settings, wait_ready
-
-WAIT_S = 30
-
-
-def wait_job(client: TestClient, job_id: str, team: str = "alpha") -> dict:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}", headers=auth(team)).json()
-        if job["status"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.05)
-    raise TimeoutError(job_id)
+from tests.service.conftest import JOB_TIMEOUT_S, TARGETS, auth, make_settings, wait_job, wait_ready
 
 
 def create(client: TestClient, team: str, datastore: str, body: dict):
@@ -65,7 +53,7 @@ def test_team_job_limits_answer_429_with_retry_after(datastore_root, tiny_model_
 
         runner.start()
         jobs = client.app.state.services.jobs
-        deadline = time.monotonic() + WAIT_S
+        deadline = time.monotonic() + JOB_TIMEOUT_S
         while jobs.next_queued() is not None and time.monotonic() < deadline:
             time.sleep(0.05)
         again = create(client, "alpha", "tiny", one)

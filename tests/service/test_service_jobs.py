@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 
 from fastapi.testclient import TestClient
 
 from less_wire import SelectRequest
 from service.app import create_app
 from service.jobs import JobStore
-from tests.service.conftest import TARGETS, auth, make_settings, wait_ready
-
-POLL_TIMEOUT_S = 30
-
-
-def wait_job(client: TestClient, job_id: str, team: str = "alpha") -> dict:
-    deadline = time.monotonic() + POLL_TIMEOUT_S
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}", headers=auth(team)).json()
-        if job["status"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.05)
-    raise TimeoutError(f"job {job_id} unfinished after {POLL_TIMEOUT_S} s")
+from tests.service.conftest import JOB_TIMEOUT_S, TARGETS, auth, make_settings, wait_job, wait_ready
 
 
 def result_lines(client: TestClient, job_id: str) -> list[dict]:
@@ -99,5 +86,5 @@ def test_gradient_hook_runs_once_before_the_result(client):
     calls = []
     prepared = services.selector.prepare("tiny", SelectRequest(targets=TARGETS, k=3))
     _, future = services.selector.submit(prepared, on_gradients=lambda: calls.append(future.done()))
-    selection = future.result(timeout=POLL_TIMEOUT_S)
+    selection = future.result(timeout=JOB_TIMEOUT_S)
     assert calls == [False] and len(selection.ids) == 3
