@@ -20,12 +20,11 @@ from demo.config import DemoConfig
 from demo.pipeline import prepare_all, running_service
 from indexer.cli_args import add_dataclass_args, dataclass_from_args
 from indexer.jsonl import iter_jsonl
-from less_client import APIStatusError, LessClient, LessClientError
+from less_client import LessClient, LessClientError, exit_status
 from less_core.errors import LessError
 from less_wire import (
     EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_UNEXPECTED,
     EXIT_USAGE,
     InputFileError,
     load_targets_jsonl,
@@ -70,10 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                 wall_ms = (time.perf_counter() - t0) * 1000
     except (LessError, InputFileError, OSError) as exc:
         return _fail(str(exc), EXIT_USAGE)
-    except APIStatusError as exc:
-        return _fail(str(exc), EXIT_USAGE if exc.status_code < 500 else EXIT_UNEXPECTED)
     except LessClientError as exc:
-        return _fail(str(exc), EXIT_UNEXPECTED)
+        return _fail(str(exc), exit_status(exc))
     except KeyboardInterrupt:
         return _fail("interrupted; run it again to resume from the cached steps", EXIT_INTERRUPTED)
 

@@ -60,6 +60,7 @@ from ._exceptions import (
     RateLimitError,
     ServiceUnavailableError,
     UnprocessableEntityError,
+    exit_status,
 )
 
 __version__ = _package_version("less-client")
@@ -106,6 +107,7 @@ __all__ = [
     "TargetExample",
     "Timings",
     "UnprocessableEntityError",
+    "exit_status",
     "load_targets_jsonl",
     "read_selection",
     "write_selected_ids",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from less_wire import InputFileError, code_for_status
+from less_wire import EXIT_UNEXPECTED, EXIT_USAGE, InputFileError, code_for_status
 
 if TYPE_CHECKING:
     from less_wire import Job
@@ -36,6 +36,7 @@ __all__ = [
     "RateLimitError",
     "ServiceUnavailableError",
     "UnprocessableEntityError",
+    "exit_status",
     "make_status_error",
     "parse_retry_after",
 ]
@@ -232,3 +233,12 @@ def make_status_error(response: httpx.Response) -> APIStatusError:
         response,
         parse_retry_after(response.headers),
     )
+
+
+def exit_status(exc: LessClientError) -> int:
+    """The CLI exit status (``less_wire.exit_codes``) of an SDK error: a request the server
+    refused with 4xx is the user's to fix (2); a 5xx, a lost connection, a failed job is not (1).
+    """
+    if isinstance(exc, APIStatusError) and exc.status_code < 500:
+        return EXIT_USAGE
+    return EXIT_UNEXPECTED

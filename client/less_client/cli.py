@@ -23,7 +23,6 @@ from pydantic import ValidationError
 from less_wire import (
     EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_UNEXPECTED,
     EXIT_USAGE,
     InputFileError,
     Job,
@@ -43,7 +42,7 @@ from ._constants import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
 )
-from ._exceptions import APIStatusError, LessClientError
+from ._exceptions import LessClientError, exit_status
 
 __all__ = ["main"]
 
@@ -72,10 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(describe_validation_errors(exc.errors()), EXIT_USAGE)
     except (InputFileError, OSError) as exc:
         return _fail(str(exc), EXIT_USAGE)
-    except APIStatusError as exc:
-        return _fail(str(exc), EXIT_USAGE if exc.status_code < 500 else EXIT_UNEXPECTED)
     except LessClientError as exc:
-        return _fail(str(exc), EXIT_UNEXPECTED)
+        return _fail(str(exc), exit_status(exc))
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)
 
