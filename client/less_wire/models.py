@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     StrictBool,
     StrictInt,
+    StrictStr,
     model_validator,
 )
 
@@ -32,6 +33,15 @@ __all__ = [
     "DatastoreList",
     "DatastoreSummary",
     "ErrorBody",
+    "Explanation",
+    "CheckpointContribution",
+    "ClosestTarget",
+    "FieldCondition",
+    "FieldSummary",
+    "FieldValueCount",
+    "DatastoreFields",
+    "MetadataValue",
+    "SubtaskScore",
     "ErrorResponse",
     "Job",
     "JobStatus",
@@ -45,6 +55,11 @@ __all__ = [
     "TargetExample",
     "Timings",
 ]
+
+MAX_FILTER_FIELDS = 16
+"""Most metadata fields one filter may name."""
+MAX_FILTER_VALUES = 1024
+"""Most values one `in` / `not_in` condition may list."""
 
 DEFAULT_FRACTION = 0.05
 """Share of the pool selected when a request gives neither `k` nor `fraction` (the paper's 5 %)."""
@@ -187,6 +202,54 @@ class SearchOptions(_Request):
     )
 
 
+MetadataValue = str | int | float | bool
+"""A value of a pool metadata field (as stored at build time)."""
+
+
+class FieldCondition(_Request):
+    """A condition on one pool metadata field; all the conditions given must hold.
+
+    `eq`, `in` and `not_in` compare values exactly (a string field against strings, a number
+    field against numbers); `gt`/`gte`/`lt`/`lte` bound a number field. Rows missing the field
+    fail every condition except `not_in`.
+    """
+
+    # On the wire the set condition is `in` (a Python keyword, hence the attribute `in_`).
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    eq: StrictStr | StrictInt | StrictBool | float | None = Field(
+        default=None, description="The field equals this value."
+    )
+    in_: list[StrictStr | StrictInt | StrictBool | float] | None = Field(
+        default=None,
+        alias="in",
+        min_length=1,
+        max_length=MAX_FILTER_VALUES,
+        description="The field equals one of these values.",
+    )
+    not_in: list[StrictStr | StrictInt | StrictBool | float] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_FILTER_VALUES,
+        description="The field is missing or equals none of these values.",
+    )
+    gt: float | None = Field(default=None, allow_inf_nan=False, description="field > gt")
+    gte: float | None = Field(default=None, allow_inf_nan=False, description="field >= gte")
+    lt: float | None = Field(default=None, allow_inf_nan=False, description="field < lt")
+    lte: float | None = Field(default=None, allow_inf_nan=False, description="field <= lte")
+
+    @model_validator(mode="after")
+    def _something(self) -> FieldCondition:
+        if all(
+            v is None
+            for v in (self.eq, self.in_, self.not_in, self.gt, self.gte, self.lt, self.lte)
+        ):
+            raise ValueError("a condition needs one of eq, in, not_in, gt, gte, lt, lte")
+        if isinstance(self.eq, float) and self.eq != self.eq:
+            raise ValueError("eq must not be NaN")
+        return self
+
+
 class SelectRequest(_Request):
     """Body of `POST /v1/datastores/{name}/select` and `POST /v1/datastores/{name}/jobs`."""
 
@@ -222,16 +285,103 @@ class SelectRequest(_Request):
     search: SearchOptions | None = Field(
         default=None, description="Approximate-index search options (default: SearchOptions())."
     )
+    explain: StrictBool = Field(
+        default=False,
+        description="Explain each selected row: its score per checkpoint and per subtask, the "
+        "target it is closest to, and its metadata.",
+    )
+    filter: dict[Text, FieldCondition] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_FILTER_FIELDS,
+        description="Only rows whose stored metadata meet every condition are ranked; the "
+        "fraction is a share of those rows.",
+    )
+    token_budget: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        description="Take rows best first while their total tokens stay within this budget "
+        "(k or fraction, if given, still cap the number of rows).",
+    )
+    balance: Literal["none", "subtask"] = Field(
+        default="none",
+        description="'subtask': an equal share per subtask, round robin over each subtask's "
+        "own ranking, no row twice; 'none': one ranking by the aggregate score.",
+    )
+    max_similarity: float | None = Field(
+        default=None,
+        gt=-1,
+        le=1,
+        strict=True,
+        allow_inf_nan=False,
+        description="Near-duplicate guard: skip a row whose feature similarity (checkpoint-"
+        "weighted cosine) to a row already selected exceeds this.",
+    )
+    avoid: list[TargetExample] | None = Field(
+        default=None,
+        min_length=1,
+        description="Examples whose gradient direction to avoid: score = sim(targets) - "
+        "avoid_weight * sim(avoid).",
+    )
+    avoid_weight: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        strict=True,
+        allow_inf_nan=False,
+        description="Weight of the avoid similarity in the score.",
+    )
 
     @model_validator(mode="after")
     def _size(self) -> SelectRequest:
         if self.k is not None and self.fraction is not None:
             raise ValueError("give either 'k' or 'fraction', not both")
-        if self.k is None and self.fraction is None:
+        if self.k is None and self.fraction is None and self.token_budget is None:
             # Set here rather than as a field default so that the body (and the echo of it in
             # logs) always states the size that was asked for.
             self.fraction = DEFAULT_FRACTION
         return self
+
+
+class CheckpointContribution(_Response):
+    """A checkpoint's share of a row's score: weight · <f_c(z), q_c> (avoid term included)."""
+
+    checkpoint: str
+    weight: float
+    score: float
+
+
+class SubtaskScore(_Response):
+    """A row's score against one subtask's targets (avoid term included)."""
+
+    subtask: str
+    score: float
+
+
+class ClosestTarget(_Response):
+    """The single target example most similar to a row (checkpoint-weighted cosine)."""
+
+    index: int = Field(ge=0, description="Position of the target in the request's targets.")
+    id: str | None
+    subtask: str
+    similarity: float
+
+
+class Explanation(_Response):
+    """Why a row was selected (`explain: true`).
+
+    `checkpoints` sum to the row's score under the subtask that ranked it (`subtask`), and
+    `subtasks` hold its score against each subtask. `avoid_similarity` is its similarity to the
+    avoid examples before `avoid_weight` (null without `avoid`).
+    """
+
+    checkpoints: list[CheckpointContribution]
+    subtasks: list[SubtaskScore]
+    closest_target: ClosestTarget
+    avoid_similarity: float | None = None
+    n_tokens: int | None = None
+    metadata: dict[str, MetadataValue | None] = Field(default_factory=dict)
+    preview: str | None = None
 
 
 class SelectedExample(_Response):
@@ -240,6 +390,7 @@ class SelectedExample(_Response):
     id: str
     score: float | None
     subtask: str | None
+    explanation: Explanation | None = None
 
 
 class SelectionRecord(_Response):
@@ -253,6 +404,7 @@ class SelectionRecord(_Response):
     id: str
     score: float | None
     subtask: str | None
+    explanation: Explanation | None = None
 
 
 class Timings(_Response):
@@ -270,7 +422,10 @@ class SelectResponse(_Response):
     datastore: str
     datastore_version: str
     selected: list[SelectedExample]
-    n_candidates: int
+    n_candidates: int = Field(description="Rows ranked: the pool, or the rows passing the filter.")
+    n_tokens: int | None = Field(
+        default=None, description="Total tokens of the selected rows (when the datastore has them)."
+    )
     timings: Timings
     cached: bool = False
 
@@ -303,6 +458,42 @@ class DatastoreSummary(_Response):
     projector: ProjectorInfo
     feature_dtype: str
     created_at: str
+    n_shards: int | None = None
+    index_factory: str | None = None
+    size_bytes: int | None = Field(default=None, description="Bytes on disk of this version.")
+    fields: list[str] = Field(
+        default_factory=list, description="Pool metadata fields stored (filterable)."
+    )
+
+
+class FieldValueCount(_Response):
+    """How many rows of the pool hold one value of a field."""
+
+    value: MetadataValue
+    count: int
+
+
+class FieldSummary(_Response):
+    """A pool metadata field stored in the datastore (filterable, shown in explanations)."""
+
+    name: str
+    kind: Literal["string", "int", "float", "bool"]
+    n_missing: int
+    n_distinct: int
+    min: float | None = None
+    max: float | None = None
+    top_values: list[FieldValueCount] = Field(
+        default_factory=list, description="The most frequent values (string and bool fields)."
+    )
+
+
+class DatastoreFields(_Response):
+    """Body of `GET /v1/datastores/{name}/fields`."""
+
+    datastore: str
+    version: str
+    n_examples: int
+    fields: list[FieldSummary]
 
 
 class DatastoreList(_Response):
