@@ -1,7 +1,8 @@
 """The wire contract of the LESS selection service: what crosses between the service and its users.
 
 Request/response models (`models`), error codes with their HTTP statuses (`errors`), the
-target and selection file formats (`files`) and the CLI exit statuses (`exit_codes`). Depends
+target and selection file formats (`files`), the CLI exit statuses (`exit_codes`), the filter
+expressions of the CLIs (`filters`) and their shared steering flags (`cli_options`). Depends
 on pydantic only: the service imports it without the SDK's HTTP client, the SDK without torch.
 """
 
@@ -16,6 +17,7 @@ from .admin import (
     IssuedKey,
     Readiness,
 )
+from .cli_options import SteeringOptions, add_steering_arguments, steering_options
 from .errors import ErrorCode, code_for_status, describe_validation_errors
 from .exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE
 from .files import (
@@ -26,6 +28,7 @@ from .files import (
     write_selected_ids,
     write_selected_rows,
 )
+from .filters import FilterExpressionError, parse_filter_expressions, parse_filter_json
 from .models import (
     DEFAULT_FRACTION,
     MAX_FILTER_FIELDS,
@@ -108,4 +111,10 @@ __all__ = [
     "selection_records",
     "write_selected_ids",
     "write_selected_rows",
+    "FilterExpressionError",
+    "SteeringOptions",
+    "add_steering_arguments",
+    "parse_filter_expressions",
+    "parse_filter_json",
+    "steering_options",
 ]

@@ -1,9 +1,10 @@
 """The files users hand to and get from every surface: target JSONL in, selection JSONL out.
 
 One format for all of them (`less-index select`, `less-select`, a job's result download): one
-`SelectionRecord` per line in rank order, `{"rank", "id", "score", "subtask"}`, or with the pool
-row's own fields too when joined against the pool. Joining streams the pool file: only the byte
-offsets of the selected rows are kept in memory, never the pool itself.
+`SelectionRecord` per line in rank order, `{"rank", "id", "score", "subtask"}` (plus
+`"explanation"` for a selection asked with `explain`), or with the pool row's own fields too
+when joined against the pool. Joining streams the pool file: only the byte offsets of the
+selected rows are kept in memory, never the pool itself.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ Output = PathLike | IO[str]
 """A file path (written atomically) or an open text stream such as `sys.stdout`."""
 
 _TARGET_FIELDS = frozenset(TargetExample.model_fields)
+_ROW_KEYS = {"rank", "score", "subtask"}
+"""What a selection adds to a pool row it writes (besides an explanation)."""
 
 
 class InputFileError(ValueError):
@@ -91,12 +94,19 @@ def selection_records(selected: Iterable[SelectedExample]) -> Iterator[Selection
     """The selection-file records of selected examples given in rank order."""
     for rank, example in enumerate(selected, start=1):
         yield SelectionRecord(
-            rank=rank, id=example.id, score=example.score, subtask=example.subtask
+            rank=rank,
+            id=example.id,
+            score=example.score,
+            subtask=example.subtask,
+            explanation=example.explanation,
         )
 
 
 def write_selected_ids(selected: Iterable[SelectedExample], out: Output) -> int:
     """Writes a selection as JSONL lines `{"rank", "id", "score", "subtask"}`.
+
+    A record with an explanation carries it as `"explanation"`; one without has no such key
+    (not a null), so a plain selection's lines are what they always were.
 
     Args:
         selected: Selected examples in rank order (a list, or a job's result stream).
@@ -108,7 +118,7 @@ def write_selected_ids(selected: Iterable[SelectedExample], out: Output) -> int:
     count = 0
     with _open_output(out) as stream:
         for record in selection_records(selected):
-            stream.write(record.model_dump_json() + "\n")
+            stream.write(record.model_dump_json(exclude=_no_explanation(record)) + "\n")
             count += 1
     return count
 
@@ -116,12 +126,14 @@ def write_selected_ids(selected: Iterable[SelectedExample], out: Output) -> int:
 def write_selected_rows(
     selected: Iterable[SelectedExample], pool_path: PathLike, out: Output
 ) -> int:
-    """Writes the pool rows of a selection, in rank order, with `rank`, `score`, `subtask` added.
+    """Writes the pool rows of a selection, in rank order, with `rank`, `score`, `subtask` added
+    (and `explanation`, for the rows that have one).
 
     The pool is read twice and never held in memory: a first pass records the byte offset of
     each selected id's row, then the rows are read back by offset in selection order. Pool rows
     must be JSON objects with an `id` (a string, or an integer matched as its decimal string).
-    The `rank`, `score` and `subtask` keys of a pool row, if any, are replaced by the selection's.
+    The `rank`, `score` and `subtask` keys of a pool row, if any, are replaced by the selection's
+    (`explanation` too, when the selection has one).
 
     Args:
         selected: Selected examples in rank order.
@@ -151,9 +163,16 @@ def write_selected_rows(
             for example in selection:
                 pool.seek(offsets[example.id])
                 row = json.loads(pool.readline())
-                row.update(example.model_dump(include={"rank", "score", "subtask"}))
+                row.update(example.model_dump(include=_ROW_KEYS))
+                if example.explanation is not None:
+                    row["explanation"] = example.explanation.model_dump(mode="json")
                 stream.write(json.dumps(row, ensure_ascii=False) + "\n")
     return len(selection)
+
+
+def _no_explanation(record: SelectionRecord) -> set[str] | None:
+    """Leaves out a record's `explanation` key when it has none."""
+    return {"explanation"} if record.explanation is None else None
 
 
 def read_selection(path: PathLike) -> list[SelectionRecord]:

@@ -207,3 +207,63 @@ def test_write_selected_rows_keeps_only_selected_offsets(tmp_path, monkeypatch):
     row_999_offset = sum(len(json.dumps({"id": f"r{i}"})) + 1 for i in range(999))
     assert captured == {"r999": row_999_offset}
     assert json.loads(out.getvalue()) == {"id": "r999", "rank": 1, "score": 1.0, "subtask": None}
+
+
+EXPLANATION = {
+    "checkpoints": [{"checkpoint": "c1", "weight": 1.0, "score": 0.8}],
+    "subtasks": [{"subtask": "math", "score": 0.8}],
+    "closest_target": {"index": 0, "id": "t1", "subtask": "math", "similarity": 0.9},
+    "avoid_similarity": None,
+    "n_tokens": 12,
+    "metadata": {"lang": "en"},
+    "preview": "2+2=4",
+}
+
+
+def test_explanations_are_written_and_read_back(tmp_path):
+    selected = [
+        SelectedExample(id="a", score=0.8, subtask="math", explanation=EXPLANATION),
+        SelectedExample(id="b", score=0.1, subtask=None),
+    ]
+    out = tmp_path / "selected.jsonl"
+    assert write_selected_ids(selected, out) == 2
+    first, second = read_jsonl(out)
+    assert first == {
+        "rank": 1,
+        "id": "a",
+        "score": 0.8,
+        "subtask": "math",
+        "explanation": EXPLANATION,
+    }
+    assert second == {"rank": 2, "id": "b", "score": 0.1, "subtask": None}  # no null explanation
+    records = read_selection(out)
+    assert records[0].explanation is not None
+    assert records[0].explanation.closest_target.id == "t1"
+    assert records[1].explanation is None
+
+    pool = write_lines(
+        tmp_path / "pool.jsonl",
+        json.dumps({"id": "b", "text": "B", "explanation": "a pool field"}),
+        json.dumps({"id": "a", "text": "A"}),
+    )
+    rows = tmp_path / "rows.jsonl"
+    assert write_selected_rows(selected, pool, rows) == 2
+    assert read_jsonl(rows) == [
+        {
+            "id": "a",
+            "text": "A",
+            "rank": 1,
+            "score": 0.8,
+            "subtask": "math",
+            "explanation": EXPLANATION,
+        },
+        # without an explanation of its own a row keeps what the pool holds
+        {
+            "id": "b",
+            "text": "B",
+            "explanation": "a pool field",
+            "rank": 2,
+            "score": 0.1,
+            "subtask": None,
+        },
+    ]
