@@ -36,7 +36,16 @@ from indexer.model_io import (
     model_fingerprint,
     resolve_device,
 )
+from indexer.requests import examples_from_targets, search_params, selection_config, steering_of
 from indexer.search import SearchParams, ShardSearcher
+from indexer.steered import (
+    Eligible,
+    RowExplanation,
+    SteeredPlan,
+    Steering,
+    plan_query,
+    resolve_eligible,
+)
 from indexer.token_limits import TokenCounter, within_cheap_size
 from less_core.config import Aggregate, SelectionConfig
 from less_core.data import Example, TokenizedExample, collate, tokenize_example
@@ -44,8 +53,8 @@ from less_core.errors import ConfigError, DataError, IndexMismatchError, Integri
 from less_core.featurize import Featurizer
 from less_core.lora_grads import PerExampleGradients
 from less_core.projectors import make_projector
-from less_core.scoring import subtask_queries
-from less_core.search import QuerySet, SearchResult
+from less_core.search import SearchResult
+from less_wire import SelectRequest
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +98,13 @@ class TargetQuery:
         k: rows to return.
         aggregate: how subtask scores combine.
         search: exact or approximate search options.
-        features: the targets' SGD features at each of ``checkpoints`` (that order), computed
-            before (a job resumed after a restart); None: computed by the engine.
+        features: the SGD features of the targets, then of the avoid examples, at each of
+            ``checkpoints`` (that order), computed before (a job resumed after a restart);
+            None: computed by the engine.
+        avoid: tokenized examples whose direction to avoid (``steering.avoid_weight``).
+        steering: filter, budget, balance, guard, explain.
+        eligible: the rows it may take and how many (None: every row, ``k``).
+        target_ids: each target's id (or None), for explanations.
     """
 
     targets: Sequence[TokenizedExample]
@@ -101,6 +115,15 @@ class TargetQuery:
     aggregate: Aggregate
     search: SearchParams = SearchParams()
     features: Sequence[torch.Tensor] | None = None
+    avoid: Sequence[TokenizedExample] = ()
+    steering: Steering = Steering()
+    eligible: Eligible | None = None
+    target_ids: Sequence[str | None] = ()
+
+    @property
+    def examples(self) -> list[TokenizedExample]:
+        """What the engine featurizes for this query: the targets, then the avoid examples."""
+        return [*self.targets, *self.avoid]
 
 
 @dataclass(frozen=True)
@@ -127,6 +150,8 @@ class Selection:
     n_candidates: int
     gradient_ms: float
     search_ms: float
+    n_tokens: int | None = None
+    explanations: list[RowExplanation] | None = None
 
 
 class QueryEngine:
@@ -228,7 +253,7 @@ class QueryEngine:
             ) from exc
 
     def tokenize_targets(
-        self, examples: Sequence[Example], max_tokens: int | None = None
+        self, examples: Sequence[Example], max_tokens: int | None = None, label: str = "targets"
     ) -> list[TokenizedExample]:
         """Tokenizes each target once, checks its length, truncates it to max_length.
 
@@ -241,20 +266,21 @@ class QueryEngine:
             examples: target examples.
             max_tokens: refuse a target longer than this many tokens (untruncated); None: no
                 limit beyond truncation to the datastore's max_length.
+            label: what the examples are called in error messages ("targets", "avoid").
 
         Raises:
             DataError: no targets, a target over ``max_tokens``, or one whose response is
                 truncated away; the message names the target.
         """
         if not examples:
-            raise DataError("no targets given")
+            raise DataError(f"no {label} given")
         max_length = self.tokenization.max_length
         out = []
         for i, ex in enumerate(examples):
             if ex.messages and ex.messages[0]["role"] == "assistant":
                 # Its response would start at the rendering of an empty chat, which chat
                 # templates (and transformers 5) refuse: a 400 here, not a tokenizer error.
-                raise DataError(f"targets[{i}]: a chat must not begin with an assistant turn")
+                raise DataError(f"{label}[{i}]: a chat must not begin with an assistant turn")
             if max_tokens is not None and not within_cheap_size(ex, max_tokens):
                 counter: TokenCounter | None = getattr(self, "_token_counter", None)
                 if counter is None:  # made on first use: it renders a few chats
@@ -262,19 +288,20 @@ class QueryEngine:
                 n, exact = counter.example(ex, max_tokens)
                 if n > max_tokens:
                     raise DataError(
-                        f"targets[{i}] has {'' if exact else 'at least '}{n} tokens, "
+                        f"{label}[{i}] has {'' if exact else 'at least '}{n} tokens, "
                         f"more than the limit of {max_tokens}"
                     )
             full = tokenize_example(self.tokenizer, ex, sys.maxsize)
             if max_tokens is not None and len(full.input_ids) > max_tokens:
                 raise DataError(
-                    f"targets[{i}] has {len(full.input_ids)} tokens, "
+                    f"{label}[{i}] has {len(full.input_ids)} tokens, "
                     f"more than the limit of {max_tokens}"
                 )
             tok = full.truncated(max_length)
             if tok.n_response_tokens == 0:
                 raise DataError(
-                    f"target {ex.id or i}: response truncated away at max_length={max_length}"
+                    f"{label}[{i}] ({ex.id or 'no id'}): response truncated away at "
+                    f"max_length={max_length}"
                 )
             out.append(tok)
         return out
@@ -297,18 +324,54 @@ class QueryEngine:
         config: SelectionConfig,
         max_tokens: int | None = None,
         search: SearchParams | None = None,
+        *,
+        avoid: Sequence[Example] = (),
+        steering: Steering | None = None,
     ) -> TargetQuery:
-        """A ``TargetQuery`` from examples and a config (tokenized and resolved once)."""
-        checkpoints, weights, k = self.resolve(config)
+        """A ``TargetQuery`` from examples and a config (tokenized and resolved once).
+
+        Raises:
+            DataError / ConfigError: see ``tokenize_targets`` and
+                ``indexer.steered.resolve_eligible`` (filter, budget and size problems).
+        """
+        steering = steering or Steering()
+        names, weights = self.store.manifest.weights(
+            list(config.checkpoints) if config.checkpoints else None
+        )
+        eligible = resolve_eligible(self.store, config, steering)
         return TargetQuery(
             targets=self.tokenize_targets(examples, max_tokens),
             subtasks=[ex.subtask or DEFAULT_SUBTASK for ex in examples],
-            checkpoints=checkpoints,
-            weights=weights,
-            k=k,
+            checkpoints=tuple(names),
+            weights=tuple(float(w) for w in weights),
+            k=eligible.k,
             aggregate=config.aggregate,
             search=search or SearchParams(),
+            avoid=self.tokenize_avoid(avoid, max_tokens),
+            steering=steering,
+            eligible=eligible,
+            target_ids=[ex.id or None for ex in examples],
         )
+
+    def tokenize_avoid(
+        self, examples: Sequence[Example], max_tokens: int | None = None
+    ) -> list[TokenizedExample]:
+        """``tokenize_targets`` for avoid examples (none is fine); errors name ``avoid[i]``."""
+        if not examples:
+            return []
+        return self.tokenize_targets(examples, max_tokens, label="avoid")
+
+    def select_request(self, request: SelectRequest, max_tokens: int | None = None) -> Selection:
+        """One selection for a wire request (the CLIs' path; the service batches instead)."""
+        query = self.prepare(
+            examples_from_targets(request.targets),
+            selection_config(request),
+            max_tokens,
+            search_params(request),
+            avoid=examples_from_targets(request.avoid or []),
+            steering=steering_of(request),
+        )
+        return self.select_many([query])[0]
 
     def target_features(
         self,
@@ -449,7 +512,9 @@ class QueryEngine:
         for i, query in enumerate(queries):
             if query.features is None:
                 todo.append(i)
-            elif len(query.features) != len(query.checkpoints):
+            elif len(query.features) != len(query.checkpoints) or any(
+                f.shape[0] != len(query.examples) for f in query.features
+            ):
                 error = ConfigError("given target features do not match the query's checkpoints")
                 outcome[i] = QueryFailure(STAGE_GRADIENTS, error)
             else:
@@ -460,7 +525,7 @@ class QueryEngine:
             failures: dict[int, Exception] = {}
             try:
                 computed = self.target_features(
-                    [queries[i].targets for i in todo],
+                    [queries[i].examples for i in todo],
                     needed,
                     uses=[set(queries[i].checkpoints) for i in todo],
                     failures=failures,
@@ -484,25 +549,42 @@ class QueryEngine:
         # The search spans the checkpoints the answered queries use; others get weight 0.
         wanted = {name for i in live for name in queries[i].checkpoints}
         span = [n for n in names if n in wanted]
-        query_sets: dict[int, tuple[QuerySet, list[str]]] = {}
+        plans: dict[int, SteeredPlan] = {}
         for i in live:
             try:
-                query_sets[i] = self._query_set(queries[i], feats[i] or [], span)
+                plans[i] = self._plan(queries[i], feats[i] or [])
             except Exception as exc:
                 outcome[i] = QueryFailure(STAGE_SEARCH, exc)
-        found = self._search(span, queries, query_sets, outcome)
-        t2 = time.perf_counter()
+        found = self._search(span, queries, plans, outcome)
         share = 1.0 / max(1, len(found))
-        for i, result in found.items():
+        for i, results in found.items():
+            query, plan = queries[i], plans[i]
             try:
+                walk, best = plan.walk(results, self.store)
+                # A ranking ran out before the walk was done (near-duplicates skipped): the
+                # same walk over a deeper search, until it finishes or holds every row.
+                while walk.needs_more and plan.deepen():
+                    sets = plan.query_sets(span)
+                    results = self.searcher.search(span, sets, [query.search] * len(sets))
+                    walk, best = plan.walk(results, self.store)
+            except Exception as exc:
+                _release_memory(exc)
+                outcome[i] = QueryFailure(STAGE_SEARCH, exc)
+                continue
+            try:
+                steered = plan.result(
+                    walk, best, self.store, list(query.target_ids), list(query.subtasks)
+                )
                 outcome[i] = Selection(
-                    ids=[self._ids[r] for r in result.rows.tolist()],
-                    rows=result.rows.tolist(),
-                    scores=result.scores.tolist(),
-                    subtasks=[query_sets[i][1][s] for s in result.best_subtask.tolist()],
-                    n_candidates=self.n,
+                    ids=[self._ids[r] for r in steered.rows],
+                    rows=steered.rows,
+                    scores=steered.scores,
+                    subtasks=steered.subtasks,
+                    n_candidates=plan.eligible.n_candidates,
                     gradient_ms=(t1 - t0) * 1000 * share,
-                    search_ms=(t2 - t1) * 1000 * share,
+                    search_ms=(time.perf_counter() - t1) * 1000 * share,
+                    n_tokens=steered.n_tokens,
+                    explanations=steered.explanations,
                 )
             except Exception as exc:
                 outcome[i] = QueryFailure(STAGE_RESULT, exc)
@@ -511,44 +593,50 @@ class QueryEngine:
             for r in outcome
         ]
 
-    @staticmethod
-    def _query_set(
-        query: TargetQuery, features: Sequence[torch.Tensor], span: Sequence[str]
-    ) -> tuple[QuerySet, list[str]]:
-        """The query's subtask vectors over ``span`` (zeros at checkpoints it does not use)."""
-        by_name = dict(zip(query.checkpoints, features))
-        weight_of = dict(zip(query.checkpoints, query.weights))
-        rows = len(query.targets)
-        per_checkpoint = [
-            by_name[n] if n in by_name else torch.zeros(rows, features[0].shape[1]) for n in span
-        ]
-        subtasks, vectors = subtask_queries(
-            per_checkpoint, list(query.subtasks), [weight_of.get(n, 0.0) for n in span]
+    def _plan(self, query: TargetQuery, features: Sequence[torch.Tensor]) -> SteeredPlan:
+        """The query's search-and-walk plan (targets' and avoid examples' features split)."""
+        eligible = query.eligible or Eligible(k=query.k, mask=None, n_candidates=self.n)
+        return plan_query(
+            features,
+            len(query.targets),
+            query.subtasks,
+            query.checkpoints,
+            query.weights,
+            query.aggregate,
+            query.steering,
+            eligible,
+            self.n,
         )
-        return QuerySet(vectors, query.k, query.aggregate), subtasks
 
     def _search(
         self,
         span: Sequence[str],
         queries: Sequence[TargetQuery],
-        query_sets: dict[int, tuple[QuerySet, list[str]]],
+        plans: dict[int, SteeredPlan],
         outcome: list[Selection | QueryFailure | None],
-    ) -> dict[int, SearchResult]:
-        """One search pass for all; if it fails, each query alone (its failure its own)."""
-        order = list(query_sets)
+    ) -> dict[int, list[SearchResult]]:
+        """One search pass for all plans' rankings; if it fails, each query alone (its
+        failure its own). Returns, per query, its rankings' results."""
+        order = list(plans)
         if not order:
             return {}
+        sets = {i: plans[i].query_sets(span) for i in order}
         try:
-            results = self.searcher.search(
-                span, [query_sets[i][0] for i in order], [queries[i].search for i in order]
+            flat = self.searcher.search(
+                span,
+                [qs for i in order for qs in sets[i]],
+                [queries[i].search for i in order for _ in sets[i]],
             )
-            return dict(zip(order, results))
+            found, at = {}, 0
+            for i in order:
+                found[i] = flat[at : at + len(sets[i])]
+                at += len(sets[i])
+            return found
         except Exception as exc:
+            _release_memory(exc)
             if len(order) == 1:
-                _release_memory(exc)
                 outcome[order[0]] = QueryFailure(STAGE_SEARCH, exc)
                 return {}
-            _release_memory(exc)
             log.warning(
                 "search of %d queries failed (%s); searching them one by one",
                 len(order),
@@ -557,7 +645,7 @@ class QueryEngine:
         found = {}
         for i in order:
             try:
-                found[i] = self.searcher.search(span, [query_sets[i][0]], [queries[i].search])[0]
+                found[i] = self.searcher.search(span, sets[i], [queries[i].search] * len(sets[i]))
             except Exception as exc:
                 _release_memory(exc)
                 outcome[i] = QueryFailure(STAGE_SEARCH, exc)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from indexer.pool_metadata import Condition
 from indexer.search import SearchParams
+from indexer.steered import Steering
 from less_core.config import SelectionConfig
 from less_core.data import Example
-from less_wire import SelectRequest, TargetExample
+from less_wire import FieldCondition, SelectRequest, TargetExample
 
 
 def examples_from_targets(targets: Sequence[TargetExample]) -> list[Example]:
@@ -44,4 +46,31 @@ def selection_config(request: SelectRequest) -> SelectionConfig:
         fraction=request.fraction,
         aggregate=request.aggregate,
         checkpoints=tuple(request.checkpoints) if request.checkpoints else None,
+    )
+
+
+def condition_of(condition: FieldCondition) -> Condition:
+    """The library's form of one wire filter condition."""
+    return Condition(
+        eq=condition.eq,
+        in_=None if condition.in_ is None else tuple(condition.in_),
+        not_in=None if condition.not_in is None else tuple(condition.not_in),
+        gt=condition.gt,
+        gte=condition.gte,
+        lt=condition.lt,
+        lte=condition.lte,
+    )
+
+
+def steering_of(request: SelectRequest) -> Steering:
+    """The request's steering options (filter, budget, balance, guard, avoid weight, explain)."""
+    return Steering(
+        explain=request.explain,
+        filter=None
+        if request.filter is None
+        else {name: condition_of(c) for name, c in request.filter.items()},
+        token_budget=request.token_budget,
+        balance=request.balance,
+        max_similarity=request.max_similarity,
+        avoid_weight=request.avoid_weight,
     )

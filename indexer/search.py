@@ -8,8 +8,10 @@ Approximate (a datastore built with another FAISS factory): each shard's index p
 mean of inner products is the inner product with the mean), the union is re-scored exactly from
 the stored features, and shards merge exactly. Scores of returned rows are therefore exact;
 only which rows were considered depends on the index (``verify`` measures that recall). A
-request asks for the exact scan with ``exact=True``; k beyond what an index can return (faiss
-on the GPU caps k at ``FAISS_GPU_MAX_K``) falls back to the exact scan too.
+request asks for the exact scan with ``exact=True``; a filtered request (``QuerySet.mask``) is
+answered by the exact masked scan, since an index proposes candidates before any filter; k
+beyond what an index can return (faiss on the GPU caps k at ``FAISS_GPU_MAX_K``) falls back to
+the exact scan too.
 """
 
 from __future__ import annotations
@@ -111,6 +113,10 @@ class ShardSearcher:
 
     def _exact(self, query_set: QuerySet, params: SearchParams) -> bool:
         if self.indexes is None or params.exact:
+            return True
+        if query_set.mask is not None:
+            # An index proposes candidates before any filter: filtering them afterwards could
+            # return fewer or worse rows than the best k that pass. The masked scan is exact.
             return True
         wanted = math.ceil(params.candidates * query_set.k)
         return self.on_gpu and wanted > FAISS_GPU_MAX_K

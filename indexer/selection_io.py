@@ -9,14 +9,51 @@ from __future__ import annotations
 from pathlib import Path
 
 from indexer.query import Selection
-from less_wire import SelectedExample, write_selected_ids, write_selected_rows
+from indexer.steered import RowExplanation
+from less_wire import (
+    CheckpointContribution,
+    ClosestTarget,
+    Explanation,
+    SelectedExample,
+    SubtaskScore,
+    write_selected_ids,
+    write_selected_rows,
+)
+
+
+def explanation(row: RowExplanation) -> Explanation:
+    """The wire form of one row's explanation."""
+    return Explanation(
+        checkpoints=[
+            CheckpointContribution(checkpoint=name, weight=weight, score=score)
+            for name, weight, score in row.checkpoints
+        ],
+        subtasks=[SubtaskScore(subtask=name, score=score) for name, score in row.subtasks],
+        closest_target=ClosestTarget(
+            index=row.closest_target,
+            id=row.closest_target_id,
+            subtask=row.closest_subtask,
+            similarity=row.closest_similarity,
+        ),
+        avoid_similarity=row.avoid_similarity,
+        n_tokens=row.n_tokens,
+        metadata=row.metadata,
+        preview=row.preview,
+    )
 
 
 def selected_examples(selection: Selection, return_scores: bool = True) -> list[SelectedExample]:
-    """The wire view of a selection, best first (scores left out unless asked for)."""
+    """The wire view of a selection, best first (scores left out unless asked for), with each
+    row's explanation when the selection has them."""
+    explained = selection.explanations or [None] * len(selection.ids)
     return [
-        SelectedExample(id=i, score=s if return_scores else None, subtask=t)
-        for i, s, t in zip(selection.ids, selection.scores, selection.subtasks)
+        SelectedExample(
+            id=i,
+            score=s if return_scores else None,
+            subtask=t,
+            explanation=None if e is None else explanation(e),
+        )
+        for i, s, t, e in zip(selection.ids, selection.scores, selection.subtasks, explained)
     ]
 
 

@@ -31,11 +31,15 @@ class QuerySet:
         queries: (S, C·P) float32 concat_c w_c·q̄_{s,c}, one row per subtask.
         k: number of rows to return.
         aggregate: how subtask scores combine (max or mean).
+        mask: (N,) bool over the datastore's global rows, or None: only rows where it is True
+            are ranked (a metadata filter applied inside the search, so the k returned rows
+            are the best k among the rows that pass).
     """
 
     queries: torch.Tensor
     k: int
     aggregate: Aggregate = "max"
+    mask: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,9 @@ def scan_select_shards(
             raise ConfigError(f"queries must be (S, {n_ckpt * p}), got {tuple(qs.queries.shape)}")
         if not 1 <= qs.k <= n_total:
             raise ConfigError(f"k must be in [1, {n_total}], got {qs.k}")
+        if qs.mask is not None and qs.mask.shape != (n_total,):
+            raise ConfigError(f"mask must be ({n_total},), got {tuple(qs.mask.shape)}")
+    masks = [None if qs.mask is None else qs.mask.to(device, torch.bool) for qs in query_sets]
     # One matmul per block and checkpoint scores every query of every set: the block is read
     # from memory once. BLAS switches to matrix-vector kernels (other rounding) below a few
     # columns, so queries are zero-padded to MIN_GEMM_COLUMNS: then each column's result is
@@ -178,9 +185,10 @@ def scan_select_shards(
             for c in range(1, n_ckpt):
                 block_scores.add_(_rows_on(features[c], r0, r1, buffer) @ q_parts[c])
             rows = torch.arange(offset + r0, offset + r1, dtype=torch.int64, device=device)
-            for pool, (a, b), qs in zip(pools, spans, query_sets):
+            for pool, (a, b), qs, mask in zip(pools, spans, query_sets, masks):
                 per_subtask = block_scores[:, a:b]
-                pool.add(aggregate_scores(per_subtask, qs.aggregate), rows, per_subtask)
+                passing = None if mask is None else mask[offset + r0 : offset + r1]
+                pool.add(aggregate_scores(per_subtask, qs.aggregate), rows, per_subtask, passing)
         offset += n
     return [pool.result() for pool in pools]
 
@@ -202,9 +210,18 @@ class _CandidatePool:
         self.parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.device = device
 
-    def add(self, scores: torch.Tensor, rows: torch.Tensor, per_subtask: torch.Tensor) -> None:
-        """Offers a block: (rows,) aggregated scores, (rows,) global rows, (rows, S) scores."""
+    def add(
+        self,
+        scores: torch.Tensor,
+        rows: torch.Tensor,
+        per_subtask: torch.Tensor,
+        passing: torch.Tensor | None = None,
+    ) -> None:
+        """Offers a block: (rows,) aggregated scores, (rows,) global rows, (rows, S) scores,
+        and optionally (rows,) bool: only rows passing the filter are candidates."""
         keep = scores >= self.threshold
+        if passing is not None:
+            keep &= passing
         if not bool(keep.all()):
             scores, rows, per_subtask = scores[keep], rows[keep], per_subtask[keep]
         if scores.numel() == 0:

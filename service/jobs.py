@@ -369,7 +369,7 @@ class JobRunner:
         """The job's request for the worker, with its saved target features if it has any
         for this version (then only the search runs again), else saving them once computed."""
         saved = self.store.load_features(
-            job_id, prepared.version, prepared.checkpoints, len(prepared.examples)
+            job_id, prepared.version, prepared.checkpoints, prepared.n_featurized
         )
         item = self.selector.work_item(prepared, features=saved)
         if saved is not None:

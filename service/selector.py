@@ -22,12 +22,13 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from indexer.query import QueryEngine, Selection
-from indexer.requests import examples_from_targets, search_params, selection_config
+from indexer.requests import examples_from_targets, search_params, selection_config, steering_of
 from indexer.selection_io import selected_examples
+from indexer.steered import Eligible, Steering, resolve_eligible
 from less_core.data import Example
 from less_wire import SelectRequest, SelectResponse, Timings
 from service.auth import Team
@@ -53,6 +54,14 @@ class Prepared:
     weights: tuple[float, ...]
     k: int
     engine: QueryEngine | None = None  # the version's engine, taken with the store (None: loading)
+    avoid: list[Example] = field(default_factory=list)
+    steering: Steering = Steering()
+    eligible: Eligible | None = None
+
+    @property
+    def n_featurized(self) -> int:
+        """Examples whose gradients the request needs: targets, then avoid examples."""
+        return len(self.examples) + len(self.avoid)
 
 
 class PhaseClock:
@@ -139,17 +148,24 @@ class Selector:
         """Checks the request against the limits and the datastore.
 
         Raises:
-            ServiceError: 400 for too many targets, a k over ``max_k``, a fraction selecting none.
-            LessError: ConfigError (k > N), CheckpointNotFoundError (unknown checkpoint): 400.
+            ServiceError: 400 for too many targets (avoid examples count too), a k over
+                ``max_k``.
+            LessError: ConfigError (k > the eligible rows, a fraction selecting none),
+                DataError (a bad filter, a filter no row passes, a budget below every row),
+                CheckpointNotFoundError (unknown checkpoint): 400.
         """
         # Store and engine taken together: the request is checked and answered by one version.
         store, engine = self.registry.snapshot(name)
-        if len(request.targets) > self.settings.max_targets:
+        n_examples = len(request.targets) + len(request.avoid or [])
+        if n_examples > self.settings.max_targets:
             raise invalid(
-                f"{len(request.targets)} targets given; at most {self.settings.max_targets} allowed"
+                f"{n_examples} targets and avoid examples given; at most "
+                f"{self.settings.max_targets} allowed"
             )
         config = selection_config(request)
-        k = config.resolve_k(store.n)
+        steering = steering_of(request)
+        eligible = resolve_eligible(store, config, steering)
+        k = eligible.k
         if self.settings.max_k is not None and k > self.settings.max_k:
             raise invalid(f"k={k} exceeds this service's limit of {self.settings.max_k}; use a job")
         names, weights = store.manifest.weights(list(config.checkpoints or ()) or None)
@@ -162,6 +178,9 @@ class Selector:
             tuple(float(w) for w in weights),
             k,
             engine,
+            avoid=examples_from_targets(request.avoid or []),
+            steering=steering,
+            eligible=eligible,
         )
 
     def work_item(self, prepared: Prepared, **extra: Any) -> WorkItem:
@@ -177,6 +196,9 @@ class Selector:
             aggregate=prepared.request.aggregate,
             max_tokens=self.registry.max_target_tokens(prepared.datastore),
             search=search_params(prepared.request),
+            avoid=prepared.avoid,
+            steering=prepared.steering,
+            eligible=prepared.eligible,
             **extra,
         )
 
@@ -238,6 +260,7 @@ class Selector:
                 datastore_version=prepared.version,
                 selected=selected_examples(selection, request.return_scores),
                 n_candidates=selection.n_candidates,
+                n_tokens=selection.n_tokens,
                 timings=clock.timings(item, selection, total),
             )
             self.cache.put(key, response)

@@ -41,6 +41,7 @@ from indexer.query import (
     is_out_of_memory,
 )
 from indexer.search import SearchParams
+from indexer.steered import Eligible, Steering
 from less_core.config import Aggregate
 from less_core.data import Example
 from less_core.errors import LessError
@@ -77,6 +78,9 @@ class WorkItem:
         future: Resolved with the ``Selection`` or the error for this request.
         enqueued: ``time.perf_counter()`` when queued.
         queue_ms: Time spent waiting, set when its batch starts.
+        avoid: Examples whose gradient direction to avoid (not yet tokenized).
+        steering: Filter, budget, balance, guard, explain.
+        eligible: Rows it may take and how many, resolved by the selector (None: all, ``k``).
         version: Datastore version the request was checked against (None: not checked).
         engine: That version's engine, pinned when the request was prepared, so a reload
             between prepare and answer cannot mix versions (None: the registry's, if its
@@ -99,6 +103,9 @@ class WorkItem:
     queue_ms: float = 0.0
     version: str | None = None
     engine: QueryEngine | None = None
+    avoid: Sequence[Example] = ()
+    steering: Steering = Steering()
+    eligible: Eligible | None = None
 
     def batches_with(self, other: WorkItem) -> bool:
         """Same datastore and the same version's engine: one engine call can answer both."""
@@ -124,6 +131,10 @@ def target_query(engine: QueryEngine, item: WorkItem) -> TargetQuery:
         aggregate=item.aggregate,
         search=item.search,
         features=item.features,
+        avoid=engine.tokenize_avoid(item.avoid, item.max_tokens),
+        steering=item.steering,
+        eligible=item.eligible,
+        target_ids=[ex.id or None for ex in item.examples],
     )
 
 
