@@ -36,6 +36,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from less_wire import (
+    FieldCondition,
     Job,
     SearchOptions,
     SelectedExample,
@@ -72,6 +73,7 @@ if TYPE_CHECKING:  # typing-only; the SDK needs nothing beyond httpx and pydanti
 __all__ = [
     "Attempts",
     "BaseClient",
+    "Filter",
     "JobWaiter",
     "RetryPolicy",
     "SelectOptions",
@@ -80,6 +82,7 @@ __all__ = [
     "parse_model",
     "parse_probe",
     "parse_result_line",
+    "select_body_exclude",
     "transport_error",
 ]
 
@@ -89,6 +92,9 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 Targets = Sequence[TargetExample | Mapping[str, Any]]
 """Target examples as models or as plain dicts with the same fields."""
+
+Filter = Mapping[str, FieldCondition | Mapping[str, Any]]
+"""Metadata conditions by field name, as `FieldCondition`s or dicts (`{"in": [...]}`)."""
 
 Outcome = httpx.Response | httpx.TransportError
 
@@ -105,6 +111,21 @@ class SelectOptions(TypedDict, total=False):
         return_scores: Whether each selected example carries its score. Default True.
         search: Approximate-index options (`SearchOptions` or a dict: `exact`, `nprobe`,
             `ef_search`, `candidates`); ignored by exact datastores.
+        explain: Whether each selected example carries an `Explanation` (score per checkpoint
+            and per subtask, closest target, metadata). Default False.
+        filter: Only rows whose stored metadata meet every condition are ranked, e.g.
+            `{"lang": {"in": ["en", "fr"]}, "n_tokens": FieldCondition(lt=2048)}`; `fraction`
+            is then a share of those rows. `less_wire.parse_filter_expressions` builds one
+            from `FIELD=VALUE`-style strings.
+        token_budget: Take rows best first while their total tokens stay within this budget
+            (`k`/`fraction`, if given, still cap the number of rows).
+        balance: "subtask" gives each target subtask an equal share of the selection; "none"
+            (default) ranks by the aggregate score alone.
+        max_similarity: Skip a row whose similarity to a row already selected exceeds this
+            (in (-1, 1]): a near-duplicate guard.
+        avoid: Examples whose gradient direction to avoid, in the forms `targets` takes:
+            score = sim(targets) - avoid_weight * sim(avoid).
+        avoid_weight: Weight of the avoid similarity, in [0, 100]. Default 1.
     """
 
     k: int | None
@@ -113,6 +134,19 @@ class SelectOptions(TypedDict, total=False):
     aggregate: Literal["max", "mean"]
     return_scores: bool
     search: SearchOptions | Mapping[str, Any] | None
+    explain: bool
+    filter: Filter | None
+    token_budget: int | None
+    balance: Literal["none", "subtask"]
+    max_similarity: float | None
+    avoid: Targets | None
+    avoid_weight: float
+
+
+_LEFT_OUT_AT_DEFAULT = ("explain", "balance", "avoid_weight")
+"""Select options sent only when they differ from their default: a request that uses none of
+them has the body it had before they existed, which an older server (refusing unknown fields)
+still takes. The options whose default is None are left out by `exclude_none` already."""
 
 
 _RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
@@ -319,10 +353,29 @@ def build_select_request(
         if options:
             raise TypeError("give options inside the SelectRequest, not next to it")
         return targets
-    rows = [t.model_dump(exclude_none=True) if isinstance(t, TargetExample) else t for t in targets]
     # None means "not given" for every option, as it does on the wire.
-    given = {name: value for name, value in options.items() if value is not None}
-    return SelectRequest.model_validate({"targets": rows, **given})
+    given: dict[str, Any] = {name: value for name, value in options.items() if value is not None}
+    if "avoid" in given:
+        given["avoid"] = _target_rows(given["avoid"])
+    if "filter" in given:
+        given["filter"] = {
+            name: condition if isinstance(condition, FieldCondition) else dict(condition)
+            for name, condition in given["filter"].items()
+        }
+    return SelectRequest.model_validate({"targets": _target_rows(targets), **given})
+
+
+def _target_rows(examples: Targets) -> list[TargetExample | Mapping[str, Any]]:
+    """Examples as the request model validates them (models dumped, dicts as they are)."""
+    return [
+        e.model_dump(exclude_none=True) if isinstance(e, TargetExample) else e for e in examples
+    ]
+
+
+def select_body_exclude(body: SelectRequest) -> set[str]:
+    """The fields of a select body left out of the JSON sent (see `_LEFT_OUT_AT_DEFAULT`)."""
+    fields = SelectRequest.model_fields
+    return {name for name in _LEFT_OUT_AT_DEFAULT if getattr(body, name) == fields[name].default}
 
 
 def parse_model(model: type[ModelT], response: httpx.Response) -> ModelT:
@@ -416,12 +469,19 @@ class BaseClient(Generic[HttpT]):
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
 
-    def _request(self, method: str, *path: str, body: BaseModel | None = None) -> httpx.Request:
+    def _request(
+        self,
+        method: str,
+        *path: str,
+        body: BaseModel | None = None,
+        exclude: set[str] | None = None,
+    ) -> httpx.Request:
         content = None
         headers = self._headers()
         if body is not None:
-            # exclude_none: optional fields are left out rather than sent as null.
-            content = body.model_dump_json(exclude_none=True).encode()
+            # exclude_none: optional fields are left out rather than sent as null. Aliases
+            # (FieldCondition's `in`) come from the models' serialize_by_alias.
+            content = body.model_dump_json(exclude_none=True, exclude=exclude).encode()
             headers["Content-Type"] = "application/json"
         return self._http.build_request(
             method,
@@ -444,11 +504,30 @@ class BaseClient(Generic[HttpT]):
     def _get_datastore_request(self, name: str) -> httpx.Request:
         return self._request("GET", "v1", "datastores", name)
 
+    def _get_fields_request(self, name: str) -> httpx.Request:
+        return self._request("GET", "v1", "datastores", name, "fields")
+
     def _select_request(self, datastore: str, body: SelectRequest) -> httpx.Request:
-        return self._request("POST", "v1", "datastores", datastore, "select", body=body)
+        return self._request(
+            "POST",
+            "v1",
+            "datastores",
+            datastore,
+            "select",
+            body=body,
+            exclude=select_body_exclude(body),
+        )
 
     def _create_job_request(self, datastore: str, body: SelectRequest) -> httpx.Request:
-        return self._request("POST", "v1", "datastores", datastore, "jobs", body=body)
+        return self._request(
+            "POST",
+            "v1",
+            "datastores",
+            datastore,
+            "jobs",
+            body=body,
+            exclude=select_body_exclude(body),
+        )
 
     def _get_job_request(self, job_id: str) -> httpx.Request:
         return self._request("GET", "v1", "jobs", job_id)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from less_wire import (
+    DatastoreFields,
     DatastoreList,
     DatastoreSummary,
     Job,
@@ -106,6 +107,18 @@ class LessClient(BaseClient[httpx.Client]):
         """
         return parse_model(DatastoreSummary, self._send(self._get_datastore_request(name)))
 
+    def get_fields(self, name: str) -> DatastoreFields:
+        """Describes the pool metadata fields a datastore stores: what `filter` can name.
+
+        Returns:
+            Each field's kind, missing and distinct counts, range (numbers) and most frequent
+            values (strings and bools), for the datastore's current version.
+
+        Raises:
+            NotFoundError: No such datastore, or the team is not granted it.
+        """
+        return parse_model(DatastoreFields, self._send(self._get_fields_request(name)))
+
     def select(
         self, datastore: str, targets: Targets | SelectRequest, **options: Unpack[SelectOptions]
     ) -> SelectResponse:
@@ -117,12 +130,15 @@ class LessClient(BaseClient[httpx.Client]):
                 `prompt`+`completion` (and optional `id`, `subtask`). A ready `SelectRequest`
                 is sent as it is.
             **options: `k=None, fraction=None, checkpoints=None, aggregate="max",
-                return_scores=True`; see `SelectOptions`. Without `k` or `fraction`, 5 % of
-                the pool is selected.
+                return_scores=True, search=None` and the steering options `explain=False,
+                filter=None, token_budget=None, balance="none", max_similarity=None,
+                avoid=None, avoid_weight=1.0`; see `SelectOptions`. Without `k`, `fraction`
+                or `token_budget`, 5 % of the pool is selected.
 
         Returns:
-            The selected IDs in rank order, with the datastore version and timings. For
-            selections of many thousands of rows prefer `create_job`.
+            The selected IDs in rank order (each with its `explanation` when `explain=True`),
+            with the datastore version and timings. For selections of many thousands of rows
+            prefer `create_job`.
 
         Raises:
             pydantic.ValidationError: Arguments the API would refuse (checked before sending).
@@ -259,6 +275,10 @@ class AsyncLessClient(BaseClient[httpx.AsyncClient]):
     async def get_datastore(self, name: str) -> DatastoreSummary:
         """Like `LessClient.get_datastore`."""
         return parse_model(DatastoreSummary, await self._send(self._get_datastore_request(name)))
+
+    async def get_fields(self, name: str) -> DatastoreFields:
+        """Like `LessClient.get_fields`."""
+        return parse_model(DatastoreFields, await self._send(self._get_fields_request(name)))
 
     async def select(
         self, datastore: str, targets: Targets | SelectRequest, **options: Unpack[SelectOptions]

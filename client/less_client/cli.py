@@ -1,18 +1,24 @@
 """`less-select`: select training data for a JSONL file of target examples.
 
-    less-select --datastore NAME --targets targets.jsonl (--k N | --fraction F) [--out FILE]
-                [--pool pool.jsonl] [--job] [--aggregate max|mean] [--checkpoints a,b]
+    less-select --datastore NAME --targets targets.jsonl (--k N | --fraction F | --token-budget N)
+                [--out FILE] [--pool pool.jsonl] [--job] [--aggregate max|mean]
+                [--checkpoints a,b] [--explain] [--filter EXPR ... | --filter-json JSON]
+                [--balance none|subtask] [--max-similarity X] [--avoid FILE] [--avoid-weight X]
     less-select datastores
+    less-select fields NAME
 
-Selected IDs (or, with --pool, the selected pool rows) go to --out or stdout; progress and
-summaries go to stderr. Exit status (`less_wire.exit_codes`, the same for every CLI of the
-project): 0 success; 2 bad usage, a bad file or a request the server refused (4xx); 1 anything
-else (server error, no connection); 130 interrupted.
+Selected IDs (or, with --pool, the selected pool rows) go to --out or stdout, each with its
+`explanation` under --explain; progress and summaries go to stderr. The steering flags are
+`less_wire.cli_options`'s, the same as `less-index select`'s. Exit status
+(`less_wire.exit_codes`, the same for every CLI of the project): 0 success; 2 bad usage, a bad
+file or a request the server refused (4xx); 1 anything else (server error, no connection); 130
+interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -24,11 +30,16 @@ from less_wire import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    DatastoreFields,
+    FieldSummary,
     InputFileError,
     Job,
+    MetadataValue,
     SelectedExample,
+    add_steering_arguments,
     describe_validation_errors,
     load_targets_jsonl,
+    steering_options,
     write_selected_ids,
     write_selected_rows,
 )
@@ -85,6 +96,7 @@ def _fail(message: str, status: int) -> int:
 def _run_select(args: argparse.Namespace) -> int:
     targets = load_targets_jsonl(args.targets)  # before connecting: a bad file fails fast
     options: SelectOptions = {
+        **steering_options(args),  # reads --avoid: a bad file fails fast too
         "k": args.k,
         "fraction": args.fraction,
         "checkpoints": args.checkpoints,
@@ -104,9 +116,10 @@ def _run_select(args: argparse.Namespace) -> int:
         else:
             response = less.select(args.datastore, targets, **options)
             count = _write(response.selected, args)
+            tokens = "" if response.n_tokens is None else f", {response.n_tokens} tokens"
             source = (
                 f"{response.n_candidates} candidates in {response.datastore}@"
-                f"{response.datastore_version} ({response.timings.total_ms:.0f} ms)"
+                f"{response.datastore_version} ({response.timings.total_ms:.0f} ms{tokens})"
             )
     what = "rows" if args.pool else "ids"
     where = "stdout" if args.out in (None, "-") else args.out
@@ -161,6 +174,53 @@ def _run_datastores(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
     return EXIT_OK
+
+
+_TOP_VALUES_SHOWN = 5
+
+
+def _run_fields(args: argparse.Namespace) -> int:
+    with _client(args) as less:
+        fields = less.get_fields(args.name)
+    if args.json:
+        print(fields.model_dump_json())
+        return EXIT_OK
+    print(_fields_table(fields))
+    return EXIT_OK
+
+
+def _fields_table(fields: DatastoreFields) -> str:
+    """A datastore's fields as a table: kind, missing, distinct, and a range or the top values."""
+    rows = [("FIELD", "KIND", "MISSING", "DISTINCT", "VALUES")]
+    rows += [
+        (f.name, f.kind, str(f.n_missing), str(f.n_distinct), _field_values(f))
+        for f in fields.fields
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = [f"{fields.datastore}@{fields.version}: {fields.n_examples} examples"]
+    lines += [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]
+        for row in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _field_values(field: FieldSummary) -> str:
+    """`min..max` for a number field, else its most frequent values with their counts."""
+    parts = []
+    if field.min is not None and field.max is not None:
+        parts.append(f"{field.min:g}..{field.max:g}")
+    shown = field.top_values[:_TOP_VALUES_SHOWN]
+    if shown:
+        more = ", ..." if len(field.top_values) > len(shown) else ""
+        values = ", ".join(f"{_filter_value(v.value)} ({v.count})" for v in shown)
+        parts.append(values + more)
+    return "  ".join(parts)
+
+
+def _filter_value(value: MetadataValue) -> str:
+    """A value as JSON: a string in quotes, as a --filter expression may write it."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _client(args: argparse.Namespace) -> LessClient:
@@ -228,6 +288,15 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         )
         listing.add_argument("--json", action="store_true", help="one JSON summary per line")
         return listing.parse_args(argv[1:], argparse.Namespace(run=_run_datastores))
+    if argv[:1] == ["fields"]:
+        described = argparse.ArgumentParser(
+            prog=f"{PROG} fields",
+            parents=[common],
+            description="Show a datastore's pool metadata fields: what --filter can name.",
+        )
+        described.add_argument("name", metavar="NAME", help="the datastore")
+        described.add_argument("--json", action="store_true", help="the fields as one JSON object")
+        return described.parse_args(argv[1:], argparse.Namespace(run=_run_fields))
 
     if argv[:1] == ["select"]:  # the default command may also be named
         argv = argv[1:]
@@ -235,7 +304,8 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         prog=PROG,
         parents=[common],
         description="Select the training examples most influential on a JSONL of target "
-        f"examples. '{PROG} datastores' lists the datastores.",
+        f"examples. '{PROG} datastores' lists the datastores, '{PROG} fields NAME' the "
+        "metadata fields of one (for --filter).",
     )
     parser.add_argument("--datastore", required=True, help="datastore to select from")
     parser.add_argument(
@@ -245,7 +315,8 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         help="JSONL of target examples: 'messages' or 'prompt'+'completion', "
         "optional 'id' and 'subtask'",
     )
-    size = parser.add_mutually_exclusive_group(required=True)
+    # Required unless --token-budget sets the size (checked after parsing).
+    size = parser.add_mutually_exclusive_group()
     size.add_argument("--k", type=_positive_int, help="number of examples to select")
     size.add_argument("--fraction", type=_fraction, help="share of the pool to select, in (0, 1]")
     parser.add_argument("--out", metavar="FILE", help="output JSONL (default: stdout)")
@@ -273,7 +344,11 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     search.add_argument(
         "--candidates", type=float, help="rows fetched per wanted row before re-ranking (>= 1)"
     )
-    return parser.parse_args(argv, argparse.Namespace(run=_run_select))
+    add_steering_arguments(parser)
+    args = parser.parse_args(argv, argparse.Namespace(run=_run_select))
+    if args.k is None and args.fraction is None and args.token_budget is None:
+        parser.error("one of the arguments --k --fraction --token-budget is required")
+    return args
 
 
 if __name__ == "__main__":

@@ -132,3 +132,59 @@ DATASTORE: dict[str, Any] = {
     "feature_dtype": "float16",
     "created_at": "2025-01-01T00:00:00Z",
 }
+
+EXPLANATION: dict[str, Any] = {
+    "checkpoints": [
+        {"checkpoint": "ckpt-1", "weight": 0.5, "score": 0.41},
+        {"checkpoint": "ckpt-2", "weight": 0.5, "score": 0.5},
+    ],
+    "subtasks": [{"subtask": "arith", "score": 0.91}, {"subtask": "geo", "score": 0.2}],
+    "closest_target": {"index": 0, "id": "t1", "subtask": "arith", "similarity": 0.97},
+    "avoid_similarity": 0.1,
+    "n_tokens": 57,
+    "metadata": {"lang": "en", "n_turns": 2, "verified": True, "note": None},
+    "preview": "What is 7*6? 42",
+}
+"""One row's `explanation`, every field filled."""
+
+SELECT_EXPLAINED: dict[str, Any] = {
+    **SELECT_RESPONSE,
+    "selected": [
+        {"id": "ex-7", "score": 0.91, "subtask": "arith", "explanation": EXPLANATION},
+        {"id": "ex-2", "score": 0.5, "subtask": None},
+    ],
+    "n_candidates": 400,
+    "n_tokens": 99,
+}
+"""A select answer to `explain: true` (the second row has no explanation, as an old server)."""
+
+FIELDS: dict[str, Any] = {
+    "datastore": "pool-a",
+    "version": "v3",
+    "n_examples": 1000,
+    "fields": [
+        {
+            "name": "lang",
+            "kind": "string",
+            "n_missing": 10,
+            "n_distinct": 2,
+            "top_values": [{"value": "en", "count": 900}, {"value": "fr", "count": 90}],
+        },
+        {
+            "name": "n_tokens",
+            "kind": "int",
+            "n_missing": 0,
+            "n_distinct": 412,
+            "min": 3,
+            "max": 2048,
+        },
+        {
+            "name": "verified",
+            "kind": "bool",
+            "n_missing": 0,
+            "n_distinct": 2,
+            "top_values": [{"value": True, "count": 600}, {"value": False, "count": 400}],
+        },
+    ],
+}
+"""Body of `GET /v1/datastores/pool-a/fields`."""
