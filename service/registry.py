@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from indexer.datastore import Datastore, current_version
+from indexer.datastore import Datastore, current_version, index_sizes
 from indexer.query import QueryEngine
 from less_core.errors import IntegrityError, LessError
 from less_wire import CheckpointInfo, DatastoreSummary, ProjectorInfo
@@ -85,6 +85,10 @@ def summarize(name: str, store: Datastore) -> DatastoreSummary:
         ),
         feature_dtype=m.features.dtype,
         created_at=m.created_at,
+        n_shards=len(m.shards),
+        index_factory=m.index.factory,
+        size_bytes=index_sizes(store).total_bytes,
+        fields=[] if m.metadata is None else [f.name for f in m.metadata.fields],
     )
 
 
