@@ -13,7 +13,7 @@ import less_core
 from service.errors import install_error_handlers
 from service.limits import ADMIN_PREFIX, RequestLimits
 from service.registry import EngineFactory, default_engine_factory
-from service.routes import api_router, health
+from service.routes import api_router, health, ui
 from service.services import Services
 from service.settings import ServiceSettings
 
@@ -44,11 +44,15 @@ def create_app(
         version=less_core.__version__,
         summary="Select influential training data by LoRA gradient similarity (LESS).",
         lifespan=lifespan,
+        # /docs and /redoc come from routes/ui.py with their assets served here (no CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = services
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(api_router)
+    app.include_router(ui.router)
 
     def authenticate(path: str, authorization: str | None) -> None:
         """401 unless the key may call ``path`` (the route checks it again, and its grants)."""

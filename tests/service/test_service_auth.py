@@ -32,6 +32,8 @@ from tests.service.conftest import (
 
 ADMIN_KEY = "admin-key-for-tests"
 
+# The web page's and the docs' files (service/routes/ui.py), with a file each serves.
+PUBLIC_FILES = {"/ui/static/{filename}": "app.js", "/docs/assets/{filename}": "swagger-ui.css"}
 # The routes anyone may call. Everything else in the route table needs a key.
 PUBLIC = {
     "/healthz",
@@ -41,6 +43,8 @@ PUBLIC = {
     "/docs/oauth2-redirect",
     "/redoc",
     "/openapi.json",
+    "/ui",
+    *PUBLIC_FILES,
 }
 
 
@@ -252,7 +256,7 @@ def test_every_route_refuses_callers_without_the_right_key(
     assert [d["name"] for d in listing["datastores"]] == ["other"]
     # Public routes need no key.
     for path in PUBLIC:
-        assert client.get(path).status_code == 200, path
+        assert client.get(_fill(path, {"filename": PUBLIC_FILES.get(path, "")})).status_code == 200
 
 
 # -- 4. bounded metrics, readiness without details -------------------------------------------
