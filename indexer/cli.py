@@ -32,8 +32,10 @@ from less_wire import (
     EXIT_USAGE,
     InputFileError,
     SelectRequest,
+    add_steering_arguments,
     describe_validation_errors,
     load_targets_jsonl,
+    steering_options,
 )
 
 log = logging.getLogger("less-index")
@@ -192,12 +194,13 @@ def _cmd_verify(ns: argparse.Namespace) -> int:
 def _cmd_select(ns: argparse.Namespace) -> int:
     from indexer.datastore import Datastore
     from indexer.query import QueryEngine
-    from indexer.requests import examples_from_targets, search_params, selection_config
     from indexer.selection_io import write_selection
 
-    # The same request model as the service's: targets validated once, same k/fraction rule.
+    # The same request model as the service's: targets validated once, same k/fraction rule,
+    # and the steering flags less-select has (less_wire.cli_options), read the same way.
     request = SelectRequest.model_validate(
         {
+            **steering_options(ns),
             "targets": load_targets_jsonl(ns.targets),
             "k": ns.k,
             "fraction": ns.fraction,
@@ -217,9 +220,8 @@ def _cmd_select(ns: argparse.Namespace) -> int:
         }
     )
     engine = QueryEngine(Datastore.open(ns.datastore, ns.version), ns.model_dir, ns.device)
-    selection = engine.select(
-        examples_from_targets(request.targets), selection_config(request), search_params(request)
-    )
+    # The engine's one path for a wire request, steered or plain, as the service's.
+    selection = engine.select_request(request)
     write_selection(selection, Path(ns.out), pool_path=Path(ns.pool) if ns.pool else None)
     log.info(
         "selected %d of %d (gradient %.0f ms, search %.0f ms) -> %s",
@@ -317,11 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--k", type=int, default=None)
     p.add_argument(
-        "--fraction", type=float, default=None, help="default 0.05 when --k is not given"
+        "--fraction",
+        type=float,
+        default=None,
+        help="default 0.05 when neither --k nor --token-budget is given",
     )
     p.add_argument("--aggregate", choices=["max", "mean"], default="max")
     p.add_argument("--checkpoints", default=None)
-    p.add_argument("--out", required=True, help="output JSONL of {rank, id, score, subtask}")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output JSONL of {rank, id, score, subtask} (and explanation, with --explain)",
+    )
     search = p.add_argument_group("approximate index (ignored by exact datastores)")
     search.add_argument("--exact", action="store_true", help="scan every row exactly")
     search.add_argument("--nprobe", type=int, default=None, help="IVF lists to visit")
@@ -329,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--candidates", type=float, default=None, help="rows fetched per wanted row (default 2)"
     )
+    add_steering_arguments(p)  # less_wire.cli_options: the same flags as less-select's
     p.add_argument("--pool", default=None, help="write the selected pool rows instead of ids")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_select)
