@@ -19,7 +19,7 @@ from indexer.steered import Steering
 from less_core.config import SelectionConfig
 from less_core.data import Example
 from less_core.errors import ConfigError, DataError
-from tests.conftest import make_rows
+from tests.conftest import build_tiny_datastore, make_rows
 
 
 @pytest.fixture(scope="module")
@@ -352,3 +352,26 @@ def test_steering_config_checks_itself():
         Steering(max_similarity=1.5)
     with pytest.raises(ConfigError):
         Steering(avoid_weight=-1)
+
+
+@pytest.fixture(scope="module")
+def ivf_engine(tmp_path_factory, tiny_model_dir, pool_path, warmup_dir):
+    """The same rows in 2 shards of 24 with approximate IVF indexes."""
+    root = tmp_path_factory.mktemp("ivf-steered") / "tiny"
+    build_tiny_datastore(
+        root, tiny_model_dir, pool_path, warmup_dir, index_factory="IVF4,Flat", shard_rows=24
+    )
+    return QueryEngine(Datastore.open(root), tiny_model_dir, "cpu")
+
+
+def test_filtered_request_on_an_approximate_sharded_datastore_is_exact(ivf_engine, pool_rows):
+    """An index proposes candidates before any filter, so filtered requests scan exactly."""
+    exs = examples()
+    ref = Reference(ivf_engine, exs)
+    mask = [pool_rows[i]["task"] == "count" for i in ivf_engine.store.ids]
+    steering = Steering(filter={"task": Condition(eq="count")}, explain=True)
+    sel = ivf_engine.select_many(
+        [ivf_engine.prepare(exs, SelectionConfig(k=12), steering=steering)]
+    )[0]
+    assert sel.rows == ref.ranking(ref.score, mask)[:12]
+    assert [e.metadata["task"] for e in sel.explanations] == ["count"] * 12
