@@ -10,7 +10,10 @@ base's. Only the new rows are featurized, into new shards after the existing one
 ``shard_rows`` when the base has it); the old shards' files, adapters included, are hard-linked
 into the staging directory (copied, with a warning, where linking fails), so the old part of the
 new version is byte-identical and costs no disk. Checksums of linked files are taken from the
-base's ``checksums.json`` (same bytes), so an append reads only what it adds.
+base's ``checksums.json`` (same bytes), so an append reads only what it adds. The pool metadata
+(``metadata/``: fields, token counts, previews) is re-encoded for old + new rows together (the
+base's columns decoded, the new rows added, kinds derived again); a base version without
+metadata gives a new version without it.
 
 Like ``build``: resumable (staging is keyed by the version; tokenizing, linking and each
 shard/checkpoint featurization resume where a killed run stopped) and idempotent (the version
@@ -21,6 +24,7 @@ that produced ``CURRENT`` returns that version).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -42,6 +46,7 @@ from indexer.build import (
     _featurize_shard,
     _processing_order,
     build_key,
+    metadata_info,
 )
 from indexer.checkpoints import Checkpoint
 from indexer.faiss_index import build_index
@@ -53,6 +58,7 @@ from indexer.manifest import (
     HostInfo,
     IndexInfo,
     Manifest,
+    MetadataInfo,
     ShardRecord,
     ids_digest,
 )
@@ -65,7 +71,13 @@ from indexer.model_io import (
     resolve_device,
 )
 from indexer.optimizer_files import load_adam_state
-from indexer.tokenized_pool import tokenize_pool
+from indexer.pool_metadata import (
+    METADATA_DIR,
+    iter_record_file,
+    iter_store_records,
+    write_pool_metadata,
+)
+from indexer.tokenized_pool import METADATA_ROWS, TokenizedPool, tokenize_pool
 from less_core.errors import DataError, IndexMismatchError, IndexNotFoundError, LessError
 from less_core.featurize import Featurizer
 from less_core.lora_grads import PerExampleGradients
@@ -231,6 +243,34 @@ def _write_checksums(staging: Path, known: dict[str, str]) -> None:
     (staging / ds.CHECKSUMS).write_text(json.dumps(sums, indent=2, sort_keys=True) + "\n")
 
 
+def _append_metadata(staging: Path, base: ds.Datastore, pool: TokenizedPool) -> MetadataInfo | None:
+    """Writes ``staging/metadata/`` for the base's rows followed by the new ones.
+
+    Returns:
+        The manifest's summary, or None when the base version has no metadata (nor, then,
+        does the new version).
+    """
+    base_meta = base.metadata
+    if base_meta is None:
+        log.warning(
+            "base version %s has no pool metadata (built before it was stored): the appended "
+            "version has none either; rebuild the datastore to filter on metadata",
+            base.version,
+        )
+        if (staging / METADATA_DIR).exists():
+            shutil.rmtree(staging / METADATA_DIR)
+        return None
+    new_rows = pool.path / METADATA_ROWS
+    fields = write_pool_metadata(
+        staging,
+        lambda: itertools.chain(iter_store_records(base_meta), iter_record_file(new_rows)),
+        np.concatenate([np.asarray(base_meta.n_tokens, dtype=np.int64), pool.lengths]),
+        # A field the base left out stays out: its old rows' values are gone.
+        skip=base_meta.skipped,
+    )
+    return metadata_info(fields)
+
+
 def append_rows(req: AppendRequest) -> Path:
     """Append ``req.pool_path``'s rows to a datastore version and publish the new version.
 
@@ -371,6 +411,9 @@ def append_rows(req: AppendRequest) -> Path:
     skipped = base_skipped.read_text(encoding="utf-8") if base_skipped.is_file() else ""
     skipped += (pool.path / "skipped.jsonl").read_text(encoding="utf-8")
     atomic_write_text(staging / ds.SKIPPED, skipped)
+    t0 = time.monotonic()
+    metadata = _append_metadata(staging, base, pool)
+    timings["metadata_s"] = time.monotonic() - t0
     shards = (*old_shards, *new_shards)
     timings["total_s"] = time.monotonic() - t_start
     manifest = m.model_copy(
@@ -400,6 +443,7 @@ def append_rows(req: AppendRequest) -> Path:
                 ),
             ),
             "ids_sha256": ids_digest([staging / s.name / ds.IDS for s in shards]),
+            "metadata": metadata,
             "device": str(device),
             "host": HostInfo(python=platform.python_version(), torch=torch.__version__),
             "timings": {k: round(v, 3) for k, v in timings.items()},

@@ -6,8 +6,9 @@ Stages, each resumable (the same command after a kill continues where it stopped
    memmap; a progress file per shard and checkpoint records how many batches are flushed to
    disk. Batches are fixed by the build config (length-sorted within the shard, fixed
    boundaries), so a resumed build writes the same bytes;
-3. write ids, approximate FAISS indexes (if asked for), adapters, checksums and manifest, then
-   publish atomically.
+3. write ids, approximate FAISS indexes (if asked for), adapters, the pool metadata columns
+   (``metadata/``, from the lines stage 1 wrote), checksums and manifest, then publish
+   atomically.
 
 The build key hashes every input (pool bytes, model, checkpoints, configs): a different input
 never resumes a stale staging directory, and an identical one yields the same version name.
@@ -52,6 +53,8 @@ from indexer.manifest import (
     HostInfo,
     IndexInfo,
     Manifest,
+    MetadataField,
+    MetadataInfo,
     ModelInfo,
     PoolInfo,
     ShardRecord,
@@ -68,8 +71,9 @@ from indexer.model_io import (
     resolve_device,
 )
 from indexer.optimizer_files import load_adam_state
+from indexer.pool_metadata import FieldInfo, iter_record_file, write_pool_metadata
 from indexer.progress import Progress
-from indexer.tokenized_pool import TokenizedPool, tokenize_pool
+from indexer.tokenized_pool import METADATA_ROWS, TokenizedPool, tokenize_pool
 from less_core.config import AdamFeatureConfig, ProjectionConfig, TokenizationConfig
 from less_core.data import collate
 from less_core.errors import ConfigError, IndexMismatchError, IntegrityError
@@ -176,6 +180,13 @@ def _featurize_shard(
             last_flush = time.monotonic()
     del features
     return time.monotonic() - t0
+
+
+def metadata_info(fields: list[FieldInfo]) -> MetadataInfo:
+    """The manifest's summary of the ``metadata/`` a version was given."""
+    return MetadataInfo(
+        fields=tuple(MetadataField(name=f.name, kind=f.kind) for f in fields), has_previews=True
+    )
 
 
 def build_key(req: BuildRequest, pool_sha: str, model_sha: str, ckpt_records: list[dict]) -> str:
@@ -344,6 +355,11 @@ def build_datastore(req: BuildRequest, ranks: Ranks | None = None) -> Path:
         )
     del all_ids
     shutil.copyfile(pool.path / "skipped.jsonl", staging / ds.SKIPPED)
+    t0 = time.monotonic()
+    meta_fields = write_pool_metadata(
+        staging, lambda: iter_record_file(pool.path / METADATA_ROWS), pool.lengths
+    )
+    timings["metadata_s"] = time.monotonic() - t0
     for ckpt in checkpoints:
         adapter_dir = staging / "adapters" / ckpt.name
         adapter_dir.mkdir(parents=True, exist_ok=True)
@@ -384,6 +400,7 @@ def build_datastore(req: BuildRequest, ranks: Ranks | None = None) -> Path:
         n_skipped=pool.n_skipped,
         pool=PoolInfo(file=req.pool_path.name, sha256=pool_sha),
         ids_sha256=ids_digest([staging / s.name / ds.IDS for s in shards]),
+        metadata=metadata_info(meta_fields),
         device=str(device),
         host=HostInfo(python=platform.python_version(), torch=torch.__version__),
         timings={k: round(v, 3) for k, v in timings.items()},

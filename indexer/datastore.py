@@ -8,6 +8,8 @@
             features/<checkpoint>.npy (n, P) L2-normalized features, float16/32, memory-mappable
             index.faiss               approximate inner-product index (only if one was asked for)
         adapters/<checkpoint>/        LoRA weights, so a service needs only the base model
+        metadata/                     pool metadata columns, token counts, previews
+                                      (``indexer.pool_metadata``; absent in older versions)
         skipped.jsonl                 pool examples not indexed, with the reason
         checksums.json                sha256 of every file above
     <root>/.staging/<build-key>/      a build in progress (resumable), renamed into versions/
@@ -29,6 +31,7 @@ import numpy as np
 
 from indexer.fsutil import atomic_write_text, fsync_dir, fsync_tree, sha256_file
 from indexer.manifest import Manifest, ShardRecord
+from indexer.pool_metadata import PoolMetadata
 from less_core.errors import CheckpointNotFoundError, IndexNotFoundError, IntegrityError
 
 SHARDS_DIR = "shards"
@@ -184,6 +187,21 @@ class Datastore:
                 )
             ids.extend(part)
         return ids
+
+    @cached_property
+    def metadata(self) -> PoolMetadata | None:
+        """The version's pool metadata (fields, token counts, previews), memory-mapped; None
+        for versions built before it was stored.
+
+        Raises:
+            IntegrityError: ``metadata/`` is unreadable or does not have the version's rows.
+        """
+        meta = PoolMetadata.open(self.path)
+        if meta is not None and meta.n != self.n:
+            raise IntegrityError(
+                f"{meta.path}: pool metadata has {meta.n} rows, manifest says {self.n}"
+            )
+        return meta
 
     def shard_features(self, checkpoint: str) -> list[np.ndarray]:
         """Per shard, the (n_shard, P) memory-mapped features of one checkpoint.

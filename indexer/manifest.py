@@ -13,6 +13,8 @@ Format history (``format_version``):
         first row. A format-1 manifest is read as one shard rooted at the version directory.
         Optional ``appended`` (default empty, so older manifests read unchanged): the row files
         ``less-index append`` added after the build, in order; ``pool`` stays the built pool.
+        Optional ``metadata`` (default None: versions built before it): the pool metadata
+        fields stored in ``metadata/`` (``indexer.pool_metadata``), with their kinds.
 """
 
 from __future__ import annotations
@@ -109,6 +111,21 @@ class AppendedInfo(_Part):
     n_skipped: int = Field(ge=0, description="Rows of the file left out (see skipped.jsonl).")
 
 
+class MetadataField(_Part):
+    """A pool metadata field stored with the version (filterable, shown in explanations)."""
+
+    name: str
+    kind: Literal["string", "int", "float", "bool"]
+
+
+class MetadataInfo(_Part):
+    """What ``metadata/`` holds: the pool's scalar fields (besides the per-row token count,
+    always there) and whether each row has a preview of its text."""
+
+    fields: tuple[MetadataField, ...] = Field(description="Stored fields, first seen first.")
+    has_previews: bool
+
+
 class HostInfo(_Part):
     """Versions on the machine that built it (for humans and bug reports)."""
 
@@ -140,6 +157,9 @@ class Manifest(_Part):
         default=(), description="Row files appended after the build, in row order."
     )
     ids_sha256: str
+    metadata: MetadataInfo | None = Field(
+        default=None, description="Pool metadata in metadata/ (None: the version has none)."
+    )
     device: str
     host: HostInfo
     timings: dict[str, float]

@@ -5,6 +5,8 @@
     labels.bin     int32, their labels (IGNORE_INDEX outside the response)
     offsets.npy    int64 (N + 1,), row r spans [offsets[r], offsets[r + 1])
     skipped.jsonl  pool examples left out, with the reason
+    metadata_rows.jsonl  per kept row, its scalar metadata fields and preview
+                   (``indexer.pool_metadata.row_record``), turned into columns at publish time
     done.json      written last: the stage is complete
 
 Memory stays flat in the pool size apart from the id set used to reject duplicates.
@@ -22,9 +24,12 @@ import numpy as np
 
 from indexer.fsutil import atomic_write_json
 from indexer.jsonl import iter_examples
+from indexer.pool_metadata import row_record
 from indexer.progress import Progress
 from less_core.data import TokenizedExample, tokenize_example
 from less_core.errors import DataError
+
+METADATA_ROWS = "metadata_rows.jsonl"
 
 
 class TokenizedPool:
@@ -57,9 +62,12 @@ def tokenize_pool(pool_path: Path, tokenizer: Any, max_length: int, out: Path) -
 
     Examples whose response is truncated away entirely are not indexed; they are listed in
     ``skipped.jsonl`` (and the manifest counts them). Malformed lines, missing or duplicate ids
-    and empty responses are errors that name the line.
+    and empty responses are errors that name the line. Each kept row's metadata line goes to
+    ``metadata_rows.jsonl`` in the same pass.
     """
     if (out / "done.json").is_file():
+        if not (out / METADATA_ROWS).is_file():
+            _write_metadata_rows(pool_path, out)
         return TokenizedPool(out)
     if out.exists():
         shutil.rmtree(out)  # an interrupted tokenization is cheap to redo
@@ -71,6 +79,7 @@ def tokenize_pool(pool_path: Path, tokenizer: Any, max_length: int, out: Path) -
         (out / "tokens.bin").open("wb") as tok_f,
         (out / "labels.bin").open("wb") as lab_f,
         (out / "skipped.jsonl").open("w", encoding="utf-8") as skip_f,
+        (out / METADATA_ROWS).open("w", encoding="utf-8") as meta_f,
     ):
         for ex in iter_examples(pool_path):
             tok = tokenize_example(tokenizer, ex, max_length)
@@ -87,6 +96,7 @@ def tokenize_pool(pool_path: Path, tokenizer: Any, max_length: int, out: Path) -
                 n_skipped += 1
                 continue
             ids_f.write(ex.id + "\n")
+            meta_f.write(json.dumps(row_record(ex)) + "\n")
             tok_f.write(np.asarray(tok.input_ids, dtype=np.int32).tobytes())
             lab_f.write(np.asarray(tok.labels, dtype=np.int32).tobytes())
             offsets.append(offsets[-1] + len(tok.input_ids))
@@ -97,3 +107,19 @@ def tokenize_pool(pool_path: Path, tokenizer: Any, max_length: int, out: Path) -
     np.save(out / "offsets.npy", np.asarray(offsets, dtype=np.int64))
     atomic_write_json(out / "done.json", {"n": n, "n_skipped": n_skipped})
     return TokenizedPool(out)
+
+
+def _write_metadata_rows(pool_path: Path, out: Path) -> None:
+    """The metadata lines of a tokenized pool finished by code that did not write them (a
+    build resumed across an upgrade): the pool's rows again, minus those it skipped."""
+    skipped = {
+        json.loads(line)["id"]
+        for line in (out / "skipped.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    }
+    tmp = out / f".{METADATA_ROWS}.tmp"
+    with tmp.open("w", encoding="utf-8") as meta_f:
+        for ex in iter_examples(pool_path):
+            if ex.id not in skipped:
+                meta_f.write(json.dumps(row_record(ex)) + "\n")
+    tmp.replace(out / METADATA_ROWS)
