@@ -159,8 +159,34 @@ def _cmd_info(ns: argparse.Namespace) -> int:
         f"  RAM        ~{sizes.expected_ram_bytes / 2**20:.1f} MiB resident for the service "
         "(ids + index), plus page cache for the features it scans"
     )
+    _print_fields(store)
     print(f"  timings    {m.timings}")
     return EXIT_OK
+
+
+# Values of a string or bool field that ``less-index info`` shows.
+INFO_TOP_VALUES = 5
+
+
+def _print_fields(store) -> None:
+    """The stored pool metadata fields: kind, missing count, range or most frequent values."""
+    meta = store.metadata
+    if meta is None:
+        print("  fields     none stored (built before pool metadata; rebuild to filter on it)")
+        return
+    for s in meta.summaries(top=INFO_TOP_VALUES):
+        if s["kind"] in ("int", "float"):
+            detail = f"{s['min']} .. {s['max']}" if s["min"] is not None else "-"
+        else:
+            top = ", ".join(f"{json.dumps(t['value'])} ({t['count']})" for t in s["top_values"])
+            more = " ..." if s["n_distinct"] > len(s["top_values"]) else ""
+            detail = f"{top}{more}"
+        print(
+            f"  field      {s['name']:<20} {s['kind']:<6} {s['n_distinct']} distinct, "
+            f"{s['n_missing']} missing: {detail}"
+        )
+    for name, reason in meta.skipped.items():
+        print(f"  field      {name:<20} not stored: {reason}")
 
 
 def _cmd_verify(ns: argparse.Namespace) -> int:
