@@ -29,6 +29,19 @@ TASKS = {
 }
 
 
+SOURCES = ("web", "books", "synthetic")
+
+
+def row_metadata(task: str, i: int) -> dict:
+    """Metadata fields of the ``i``-th row of a task besides ``task``: an int ``difficulty``
+    (1-5, absent on every 7th row) and a string ``source``. Derived from the position, not
+    drawn, so the rows' text is the same with or without them."""
+    meta: dict = {"source": SOURCES[(i + len(task)) % len(SOURCES)]}
+    if i % 7 != 6:
+        meta["difficulty"] = i % 5 + 1
+    return meta
+
+
 def make_rows(n_per_task: int, seed: int, prefix: str) -> list[dict]:
     r = random.Random(seed)
     rows = []
@@ -42,6 +55,7 @@ def make_rows(n_per_task: int, seed: int, prefix: str) -> list[dict]:
                         "prompt": q + " = ",
                         "completion": a,
                         "task": task,
+                        **row_metadata(task, i),
                     }
                 )
             else:
@@ -49,6 +63,7 @@ def make_rows(n_per_task: int, seed: int, prefix: str) -> list[dict]:
                     {
                         "id": f"{prefix}{task}-{i}",
                         "task": task,
+                        **row_metadata(task, i),
                         "messages": [
                             {"role": "user", "content": q},
                             {"role": "assistant", "content": a},
