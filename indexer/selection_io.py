@@ -45,7 +45,9 @@ def explanation(row: RowExplanation) -> Explanation:
 def selected_examples(selection: Selection, return_scores: bool = True) -> list[SelectedExample]:
     """The wire view of a selection, best first (scores left out unless asked for), with each
     row's explanation when the selection has them."""
-    explained = selection.explanations or [None] * len(selection.ids)
+    explained: list[RowExplanation | None] = [None] * len(selection.ids)
+    if selection.explanations is not None:
+        explained = list(selection.explanations)
     return [
         SelectedExample(
             id=i,
