@@ -110,6 +110,11 @@ def page(browser, server) -> Iterator[Page]:
     assert not unexpected, unexpected
 
 
+def js_text(value: object) -> str:
+    """``value`` as the page's ``String(value)`` writes it."""
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
 def api(server: str, method: str, path: str, **kwargs) -> httpx.Response:
     headers = {"Authorization": f"Bearer {KEY}"}
     return httpx.request(method, server + path, headers=headers, timeout=60, **kwargs)
@@ -189,21 +194,27 @@ def test_datastore_page_shows_the_manifest_summary(page, server):
     fields = api(server, "GET", "/v1/datastores/tiny/fields")
     if fields.status_code == 404:
         expect(page.locator("#no-field-info")).to_have_text("no field info")
+    elif not fields.json()["fields"]:
+        expect(page.locator("#fields")).to_have_text("The pool rows carry no metadata fields.")
     else:
         assert fields.status_code == 200, fields.text
         names = [f["name"] for f in fields.json()["fields"]]
         expect(page.locator("#fields-table tbody th")).to_have_text(names)
-        task = next(f for f in fields.json()["fields"] if f["name"] == "task")
-        row = page.locator("#fields-table tbody tr", has=page.locator("th", has_text="task"))
-        for value in task["top_values"]:
-            expect(row).to_contain_text(f"{value['value']}: {value['count']}")
+        for field in fields.json()["fields"]:
+            row = page.locator("#fields-table tbody tr").nth(names.index(field["name"]))
+            expect(row.locator("td").nth(0)).to_have_text(field["kind"])
+            expect(row.locator("td").nth(1)).to_have_text(f"{field['n_distinct']:,}")
+            expect(row.locator("td").nth(2)).to_have_text(f"{field['n_missing']:,}")
+            for value in field["top_values"]:
+                expect(row).to_contain_text(f"{js_text(value['value'])}: {value['count']:,}")
     shot(page, "datastore.png", "#datastore-section")
 
 
 def test_selection_with_explanations_matches_the_api_and_downloads(page, server, tmp_path):
+    K = 12
     open_ui(page, server)
     page.get_by_label("…or paste them").fill(jsonl(TARGETS))
-    page.get_by_label("Rows (k)").fill("8")
+    page.get_by_label("Rows (k)").fill(str(K))
     expect(page.get_by_label("Explain each row")).to_be_checked()  # on by default
     page.get_by_role("button", name="Run selection").click()
     expect(page.locator("#status")).to_contain_text("Selection done")
@@ -212,19 +223,19 @@ def test_selection_with_explanations_matches_the_api_and_downloads(page, server,
         server,
         "POST",
         "/v1/datastores/tiny/select",
-        json={"targets": TARGETS, "k": 8, "explain": True},
+        json={"targets": TARGETS, "k": K, "explain": True},
     )
     assert answer.status_code == 200, answer.text
     expected = answer.json()["selected"]
     shown = table_rows(page)
     assert [r["id"] for r in shown] == [e["id"] for e in expected]
-    assert [r["rank"] for r in shown] == list(range(1, 9))
+    assert [r["rank"] for r in shown] == list(range(1, K + 1))
     assert [r["score"] for r in shown] == [f"{e['score']:.4f}" for e in expected]
     assert [r["subtask"] for r in shown] == [e["subtask"] or "—" for e in expected]
 
     # The histogram counts every selected row, as text on its bars.
     counts = page.locator("#histogram svg text.count").all_text_contents()
-    assert sum(int(c) for c in counts) == 8
+    assert sum(int(c) for c in counts) == K
 
     with page.expect_download() as info:
         page.get_by_role("button", name="Download selection (JSONL)").click()
@@ -233,7 +244,7 @@ def test_selection_with_explanations_matches_the_api_and_downloads(page, server,
     assert info.value.suggested_filename == "selection-tiny.jsonl"
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     records = [SelectionRecord.model_validate(line) for line in lines]
-    assert [r.rank for r in records] == list(range(1, 9))
+    assert [r.rank for r in records] == list(range(1, K + 1))
     assert [r.id for r in records] == [e["id"] for e in expected]
     assert [r.score for r in records] == [e["score"] for e in expected]  # exactly
     assert [r.subtask for r in records] == [e["subtask"] for e in expected]
@@ -322,3 +333,149 @@ def test_bad_targets_are_refused_with_the_line_or_the_api_message(page, server):
     expect(status).to_contain_text(f"answered 400 {refused.json()['error']['code']}: {message}")
     expect(errors).to_have_count(0)
     expect(page.locator("#results-section")).to_be_hidden()
+
+
+AVOID = {"prompt": "count to 3 = ", "completion": "1 2 3"}
+
+
+def test_every_option_of_the_form_reaches_the_api(page, server):
+    """Filters, token budget, balance, max similarity, avoid examples, checkpoints: the body
+    the page sends is the one a user means, and the page shows the API's answer to it."""
+    open_ui(page, server)
+    summary = api(server, "GET", "/v1/datastores/tiny").json()
+    fields = {
+        f["name"]: f for f in api(server, "GET", "/v1/datastores/tiny/fields").json()["fields"]
+    }
+    if not {"task", "difficulty"} <= set(fields):
+        pytest.skip("the tiny datastore stores no task/difficulty metadata")
+    page.get_by_label("…or paste them").fill(jsonl(TARGETS))
+    page.get_by_label("Rows (k)").fill("6")
+    page.get_by_label("Token budget").fill("400")
+    page.get_by_role("button", name="Add filter").click()
+    page.get_by_role("button", name="Add filter").click()
+    first, second = page.locator(".filter-row").all()
+    first.get_by_label("Field").select_option("task")
+    first.get_by_label("Condition").select_option("in")
+    first.get_by_label("Value").fill("add, rev")
+    second.get_by_label("Field").select_option("difficulty")
+    second.get_by_label("Condition").select_option("gte")
+    second.get_by_label("Value").fill("2")
+    page.get_by_label("Balance").select_option("subtask")
+    page.get_by_label("Max similarity between selected rows").fill("0.99")
+    page.get_by_label("…or paste examples whose direction to avoid").fill(jsonl([AVOID]))
+    page.get_by_label("Avoid weight").fill("0.5")
+    checkpoints = [c["name"] for c in summary["checkpoints"]]
+    page.get_by_label(checkpoints[-1], exact=False).uncheck()
+
+    with page.expect_request("**/v1/datastores/tiny/select") as sent:
+        page.get_by_role("button", name="Run selection").click()
+    expected_body = {
+        "targets": TARGETS,
+        "k": 6,
+        "token_budget": 400,
+        "filter": {"task": {"in": ["add", "rev"]}, "difficulty": {"gte": 2}},
+        "balance": "subtask",
+        "max_similarity": 0.99,
+        "avoid": [AVOID],
+        "avoid_weight": 0.5,
+        "checkpoints": checkpoints[:-1],
+        "explain": True,
+    }
+    assert sent.value.post_data_json == expected_body
+    assert "authorization" in sent.value.headers  # the key travels in the header only
+    assert KEY not in sent.value.url
+    expect(page.locator("#status")).to_contain_text("Selection done")
+
+    answer = api(server, "POST", "/v1/datastores/tiny/select", json=expected_body).json()
+    shown = table_rows(page)
+    assert [r["id"] for r in shown] == [e["id"] for e in answer["selected"]]
+    assert [r["score"] for r in shown] == [f"{e['score']:.4f}" for e in answer["selected"]]
+    metadata = [e["explanation"]["metadata"] for e in answer["selected"]]
+    assert all(m["task"] in ("add", "rev") and m["difficulty"] >= 2 for m in metadata)
+    # One checkpoint: its contribution is the whole score, with the avoid term shown.
+    detail_button = page.get_by_role("button", name=f"Explain rank 1 ({shown[0]['id']})")
+    detail_button.click()
+    expect(page.locator("#why-1 tbody").first.locator("tr")).to_have_count(1)
+    expect(page.locator("#why-1")).not_to_contain_text("no avoid examples")
+
+    # The bars count the selected rows per value of the chosen field, as text.
+    page.get_by_label("Selected rows per value of").select_option("task")
+    counts: dict[str, int] = {}
+    for m in metadata:
+        counts[m["task"]] = counts.get(m["task"], 0) + 1
+    labels = page.locator("#bars svg text.count").all_text_contents()
+    assert sorted(int(label.split()[0]) for label in labels) == sorted(counts.values())
+
+
+# Lines the SDK's loader refuses (each alone in a file) and lines it takes; the page must
+# agree on every one, and name the line.
+BAD_LINES = [
+    "{not json",
+    "[1, 2]",
+    '"text"',
+    '{"prompt": "p"}',
+    '{"completion": "c"}',
+    '{"prompt": "p", "completion": "   "}',
+    '{"prompt": "p", "completion": "c", "messages": [{"role": "assistant", "content": "a"}]}',
+    '{"messages": [{"role": "user", "content": "q"}]}',
+    '{"messages": [{"role": "robot", "content": "q"}, {"role": "assistant", "content": "a"}]}',
+    '{"messages": [{"role": "assistant", "content": 3}]}',
+    '{"messages": "hello"}',
+    '{"prompt": "p", "completion": "c", "id": 7}',
+    '{"prompt": "p\\u0000", "completion": "c"}',
+    '{"prompt": "\\ud800", "completion": "c"}',
+    '{"prompt": "p", "completion": "c", "subtask": ["a"]}',
+]
+GOOD_LINES = [
+    '{"prompt": "p", "completion": "c"}',
+    '{"prompt": "", "completion": "c", "id": "x", "subtask": "s", "task": "pool field"}',
+    '{"messages": [{"role": "system", "content": ""}, {"role": "assistant", "content": "a"}]}',
+    '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],'
+    ' "prompt": null, "completion": null}',
+]
+
+
+def test_target_checks_in_the_page_agree_with_the_sdk_loader(page, server, tmp_path):
+    from less_wire.files import InputFileError, load_targets_jsonl
+
+    page.goto(server + "/ui")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    for line in BAD_LINES + GOOD_LINES:
+        path = tmp_path / "one.jsonl"
+        path.write_text("\n" + line + "\n")  # line 2: the page must name it
+        try:
+            sdk = [t.model_dump(exclude_none=True) for t in load_targets_jsonl(path)]
+        except InputFileError:
+            sdk = None
+        ours = page.evaluate(
+            """async (text) => {
+                const { parseExamples } = await import("./ui/static/jsonl.js");
+                return parseExamples(text, "targets");
+            }""",
+            path.read_text(),
+        )
+        if sdk is None:
+            assert ours["examples"] == [] and len(ours["errors"]) == 1, (line, ours)
+            assert ours["errors"][0].startswith("targets line 2: "), (line, ours)
+        else:
+            assert ours["errors"] == [], (line, ours)
+            assert ours["examples"] == sdk, line
+
+
+def test_key_by_keyboard_and_forget(page, server):
+    page.goto(server + "/ui")
+    expect(page.locator("#datastore-section")).to_be_hidden()
+    key = page.get_by_label("API key", exact=True)
+    key.fill("not-a-key")
+    key.press("Enter")  # the form submits from the keyboard
+    expect(page.locator("#status")).to_contain_text("answered 401 unauthorized")
+    assert page.evaluate("sessionStorage.getItem('less.apiKey')") is None  # refused: dropped
+    key.fill(KEY)
+    key.press("Enter")
+    expect(page.locator("#status")).to_contain_text("Datastore tiny loaded")
+    page.reload()  # the tab keeps its key across a reload
+    expect(page.locator("#status")).to_contain_text("Datastore tiny loaded")
+    page.get_by_role("button", name="Forget key").click()
+    assert page.evaluate("sessionStorage.getItem('less.apiKey')") is None
+    expect(page.locator("#datastore-section")).to_be_hidden()
+    expect(page.locator("#status")).to_have_text("Key forgotten.")
