@@ -64,6 +64,19 @@ _UI_HEADERS = {
 }
 
 
+# Swagger UI and ReDoc need inline script and styles (FastAPI's pages start them inline; both
+# bundles style with JS) and blob: workers, but nothing of another host: with this policy the
+# browser refuses what a bundle would fetch from elsewhere (ReDoc's footer logo from its CDN)
+# before any request leaves.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' blob:; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; "
+    "worker-src 'self' blob:; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+_DOCS_HEADERS = {"Content-Security-Policy": DOCS_CSP, "Referrer-Policy": "no-referrer"}
+
+
 def _listing(directory: Path, names: tuple[str, ...] | None = None) -> dict[str, Path]:
     """The servable files of ``directory`` by name (only ``names`` when given)."""
     if not directory.is_dir():
@@ -110,7 +123,7 @@ async def ui_asset(filename: str) -> Response:
 async def swagger_ui(request: Request) -> HTMLResponse:
     """Swagger UI over the OpenAPI schema, its assets from this service."""
     root = _root(request)
-    return get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url=root + OPENAPI_URL,
         title=f"{request.app.title} - Swagger UI",
         oauth2_redirect_url=root + OAUTH2_REDIRECT_URL,
@@ -120,6 +133,8 @@ async def swagger_ui(request: Request) -> HTMLResponse:
         # validatorUrl null: Swagger UI would otherwise ask an outside validator about the spec.
         swagger_ui_parameters={**(request.app.swagger_ui_parameters or {}), "validatorUrl": None},
     )
+    page.headers.update(_DOCS_HEADERS)
+    return page
 
 
 @router.get(OAUTH2_REDIRECT_URL)
@@ -132,13 +147,15 @@ async def swagger_ui_redirect() -> HTMLResponse:
 async def redoc(request: Request) -> HTMLResponse:
     """ReDoc over the OpenAPI schema, its script from this service and no web fonts."""
     root = _root(request)
-    return get_redoc_html(
+    page = get_redoc_html(
         openapi_url=root + OPENAPI_URL,
         title=f"{request.app.title} - ReDoc",
         redoc_js_url=f"{root}/docs/assets/redoc.standalone.js",
         redoc_favicon_url=f"{root}/docs/assets/favicon.png",
         with_google_fonts=False,
     )
+    page.headers.update(_DOCS_HEADERS)
+    return page
 
 
 @router.get("/docs/assets/{filename}")

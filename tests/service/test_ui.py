@@ -123,6 +123,11 @@ def test_docs_reference_no_other_host(client, path):
     page = client.get(path)
     assert page.status_code == 200
     assert not absolute_urls(page.text), absolute_urls(page.text)
+    # And what the bundles would fetch by themselves stays on this origin too.
+    policy = page.headers["content-security-policy"]
+    for directive in ("default-src 'self'", "connect-src 'self'", "img-src 'self' data: blob:"):
+        assert directive in policy, directive
+    assert "http" not in policy
     loaded = refs(page.text)
     assert loaded, "the docs page loads its assets by URL"
     for url in loaded:
