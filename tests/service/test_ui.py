@@ -82,6 +82,7 @@ def test_ui_page_needs_no_key_and_is_locked_down(client):
         ("api.js", "text/javascript; charset=utf-8"),
         ("charts.js", "text/javascript; charset=utf-8"),
         ("jsonl.js", "text/javascript; charset=utf-8"),
+        ("plan.js", "text/javascript; charset=utf-8"),
         ("app.css", "text/css; charset=utf-8"),
     ],
 )

@@ -536,3 +536,38 @@ def test_docs_render_without_leaving_the_service(page, server, problems, path, r
         refused = [p for p in problems if "cdn.redoc.ly" in p and "Content Security Policy" in p]
         for refusal in refused:
             problems.remove(refusal)
+
+
+def test_job_or_direct_request_by_expected_rows(page, server):
+    page.goto(server + "/ui")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    cases = [  # (mode, body, pool rows) -> runs as a job
+        (("auto", {"k": 1000}, 10**6), False),
+        (("auto", {"k": 1001}, 10**6), True),
+        (("auto", {"k": 5000}, 800), False),  # k above the pool: the pool's rows at most
+        (("auto", {"fraction": 0.05}, 20_000), False),  # 1,000 rows
+        (("auto", {"fraction": 0.05}, 20_001), True),
+        (("auto", {}, 20_001), True),  # the default 5 %
+        (("auto", {}, 20_000), False),
+        (("auto", {"token_budget": 10**6}, 1_001), True),  # a budget alone: up to the pool
+        (("auto", {"token_budget": 10**6, "k": 10}, 10**6), False),
+        (("now", {"k": 10**6}, 10**7), False),
+        (("job", {"k": 1}, 10), True),
+    ]
+    answers = page.evaluate(
+        """async (cases) => {
+            const { runsAsJob } = await import("./ui/static/plan.js");
+            return cases.map(([mode, body, n]) => runsAsJob(mode, body, n));
+        }""",
+        [case for case, _ in cases],
+    )
+    assert answers == [expected for _, expected in cases]
+
+
+def test_unparsable_number_is_refused_not_ignored(page, server):
+    open_ui(page, server)
+    page.get_by_label("…or paste them").fill(jsonl(TARGETS))
+    page.get_by_label("Rows (k)").press_sequentially("1e")  # a number input reads "" for it
+    page.get_by_role("button", name="Run selection").click()
+    expect(page.locator("#status")).to_contain_text("not sent: k must be a number")
+    expect(page.locator("#results-section")).to_be_hidden()

@@ -7,15 +7,8 @@
 import { api, ApiError, keyStore } from "./api.js";
 import { barChart, histogram } from "./charts.js";
 import { parseExamples, parseResultLines, selectionJsonl } from "./jsonl.js";
+import { JOB_THRESHOLD, runsAsJob } from "./plan.js";
 
-// Above this many expected rows the page runs a background job instead of a direct select.
-// A direct answer is one JSON body that the service builds in memory and the browser parses
-// at once; with explanations a row is ~0.5-1 KB, so 1,000 rows stay around a megabyte and
-// well inside a request's time limit. Past that a job is the better road: the service writes
-// the result to disk and streams it as JSONL, the work survives a dropped connection, and the
-// progress bar shows how far it got.
-const JOB_THRESHOLD = 1000;
-const DEFAULT_FRACTION = 0.05; // the wire contract's default when neither k nor fraction
 const POLL_MS = 500;
 const PAGE_ROWS = 100; // table rows rendered at a time (charts and download use them all)
 
@@ -418,7 +411,10 @@ function readFilters() {
 }
 
 function numberInput(id, what, { integerOnly = false, check } = {}) {
-  const text = $(id).value.trim();
+  const input = $(id);
+  // A number input reads "" for text it cannot parse ("1e", "abc"): say so, not "unset".
+  if (input.validity && input.validity.badInput) throw new Error(`${what} must be a number`);
+  const text = input.value.trim();
   if (text === "") return undefined;
   const value = Number(text);
   if (!Number.isFinite(value) || (integerOnly && !Number.isInteger(value))) {
@@ -497,14 +493,6 @@ function showErrors(listId, errors) {
   $(listId).replaceChildren(...errors.map((e) => h("li", {}, e)));
 }
 
-/** Rows the request may return at most, for choosing between a select and a job. */
-function expectedRows(body, nExamples) {
-  if (body.k !== undefined) return Math.min(body.k, nExamples);
-  if (body.fraction !== undefined) return Math.ceil(body.fraction * nExamples);
-  if (body.token_budget !== undefined) return nExamples; // a budget alone: bounded by the pool
-  return Math.ceil(DEFAULT_FRACTION * nExamples);
-}
-
 async function loadFile(inputId, textareaId) {
   const file = $(inputId).files[0];
   if (!file) return;
@@ -532,7 +520,7 @@ async function run(event) {
   }
   const name = state.summary.name;
   const mode = $("mode").value;
-  const asJob = mode === "job" || (mode === "auto" && expectedRows(body, state.summary.n_examples) > JOB_THRESHOLD);
+  const asJob = runsAsJob(mode, body, state.summary.n_examples);
   state.running = true;
   $("run").disabled = true;
   $("select-form").setAttribute("aria-busy", "true");
