@@ -36,6 +36,7 @@ CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",  # CI runs as root, where Chromium's sandbox refuses to start
     "--disable-gpu",
+    "--disable-dev-shm-usage",  # containers give /dev/shm 64 MB, too little for Chromium
     "--disable-quic",
     "--no-first-run",
     # Nothing of the browser's own (updates, sync, safe browsing) reaches the network.
