@@ -156,12 +156,10 @@ class Selector:
         """
         # Store and engine taken together: the request is checked and answered by one version.
         store, engine = self.registry.snapshot(name)
-        n_examples = len(request.targets) + len(request.avoid or [])
-        if n_examples > self.settings.max_targets:
-            raise invalid(
-                f"{n_examples} targets and avoid examples given; at most "
-                f"{self.settings.max_targets} allowed"
-            )
+        n_targets, n_avoid = len(request.targets), len(request.avoid or [])
+        if n_targets + n_avoid > self.settings.max_targets:
+            given = f"{n_targets} targets" + (f" and {n_avoid} avoid examples" if n_avoid else "")
+            raise invalid(f"{given} given; at most {self.settings.max_targets} allowed")
         config = selection_config(request)
         steering = steering_of(request)
         eligible = resolve_eligible(store, config, steering)
