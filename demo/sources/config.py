@@ -1,16 +1,28 @@
-"""The settings of the BIG-bench pool / targets / eval splits (one frozen dataclass).
+"""The settings of the pool / targets / eval splits (one frozen dataclass) and the data sources.
 
 Its fields are also the flags of ``python -m demo.sources.cli`` (generated from the
 dataclass by :func:`indexer.cli_args.add_dataclass_args`), so defaults and help live here.
+The splits are built from task folders in BIG-bench's format, which come from one of two
+sources: BIG-bench itself, or the OpenAI evals registry converted to that format
+(:mod:`demo.sources.evals_registry`); each source has its own default target tasks.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Literal
 
 from less_core.errors import ConfigError
+
+SOURCE_AUTO: Final = "auto"
+SOURCE_BIGBENCH: Final = "bigbench"
+SOURCE_OPENAI_EVALS: Final = "openai-evals"
+#: The real task sources, in the order ``auto`` prefers them.
+SOURCES: tuple[str, ...] = (SOURCE_BIGBENCH, SOURCE_OPENAI_EVALS)
+SOURCE_CHOICES: tuple[str, ...] = (SOURCE_AUTO, *SOURCES)
+#: ``auto``: BIG-bench 1.0.0 when the package index lists it, else the OpenAI evals registry.
+SourceChoice = Literal["auto", "bigbench", "openai-evals"]
 
 #: BBH source tasks with distinct wording, short prompts and >= 300 usable examples in 1.0.0
 #: (three multiple-choice, one free-form answer).
@@ -20,6 +32,29 @@ DEFAULT_TARGET_TASKS: tuple[str, ...] = (
     "sports_understanding",
     "word_sorting",
 )
+
+#: OpenAI evals registry tasks: English, >= 100 usable examples under max_chars (targets + eval +
+#: a 40-row pool share fit), short prompts (median 55-135 SmolLM2 tokens; every example of
+#: all but crepe, whose longest is 257, fits the demo's 256-token limit, so any of them works
+#: as ``--target-task``), and worded unlike each other: each has its own instruction, none
+#: shares another's template. A mix like BIG-bench's: three pick-an-option tasks (crepe: more /
+#: less / equally likely; quartz: lettered options A / B; born_first: Y or N) and three
+#: free-form answers (syllables_long_words: a number; partially_solved_crossword_clues: a
+#: word; imperial_date_to_string: a sentence). Passed over: a second yes/no template
+#: (which_is_heavier), prompts that can pass 256 tokens (medmcqa, fcc_amateur_extra,
+#: event_categories), answers that are lookups of a fixed label set (soc_codes).
+EVALS_DEFAULT_TARGET_TASKS: tuple[str, ...] = (
+    "born_first",
+    "crepe",
+    "imperial_date_to_string",
+    "partially_solved_crossword_clues",
+    "quartz",
+    "syllables_long_words",
+)
+DEFAULT_TARGET_TASKS_BY_SOURCE: dict[str, tuple[str, ...]] = {
+    SOURCE_BIGBENCH: DEFAULT_TARGET_TASKS,
+    SOURCE_OPENAI_EVALS: EVALS_DEFAULT_TARGET_TASKS,
+}
 
 
 @dataclass(frozen=True)
@@ -46,7 +81,10 @@ class BigBenchConfig:
         default=DEFAULT_TARGET_TASKS,
         metadata={
             "help": "tasks that get few-shot targets and held-out eval rows; their remaining "
-            "examples also feed the pool (per_task_pool of them)"
+            "examples also feed the pool (per_task_pool of them). The CLI and the demo default "
+            "to the source's own: these BIG-bench tasks, or "
+            + ",".join(EVALS_DEFAULT_TARGET_TASKS)
+            + " on the OpenAI evals registry"
         },
     )
     n_targets_per_task: int = field(

@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import PurePosixPath
@@ -118,6 +119,10 @@ def pip_builtin_index_url() -> str | None:
     return str(PyPI.simple_url)
 
 
+class NotListedError(SourceError):
+    """The index answered, and does not have the file (or the project) asked for."""
+
+
 class _LinkParser(html.parser.HTMLParser):
     """Collects every ``<a href>`` of a PEP 503 project page."""
 
@@ -142,7 +147,9 @@ def resolve_on_index(index_url: str, project: str, filename: str) -> tuple[str, 
         The absolute download URL and the index's sha256 for it (``None`` if it gives none).
 
     Raises:
-        SourceError: The project page cannot be read or does not list ``filename``.
+        NotListedError: The index answered but lists no ``filename`` (a 404 for the project
+            page counts: the index has no such project).
+        SourceError: The project page cannot be read (network, server error, bad page).
     """
     page = index_url.rstrip("/") + f"/{project}/"
     req = urllib.request.Request(
@@ -152,6 +159,10 @@ def resolve_on_index(index_url: str, project: str, filename: str) -> tuple[str, 
         with urllib.request.urlopen(req, timeout=60) as resp:
             ctype = resp.headers.get("Content-Type", "")
             body = resp.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise NotListedError(f"{filename} is not listed on {page} (no such project)") from exc
+        raise SourceError(f"cannot read package index page {page}: {exc}") from exc
     except OSError as exc:
         raise SourceError(f"cannot read package index page {page}: {exc}") from exc
     if "json" in ctype:
@@ -172,4 +183,4 @@ def resolve_on_index(index_url: str, project: str, filename: str) -> tuple[str, 
             if PurePosixPath(parsed.path).name == filename:
                 frag = urllib.parse.parse_qs(parsed.fragment)
                 return url.split("#", 1)[0], (frag.get("sha256") or [None])[0]
-    raise SourceError(f"{filename} is not listed on {page}")
+    raise NotListedError(f"{filename} is not listed on {page}")

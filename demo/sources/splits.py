@@ -1,4 +1,7 @@
-"""Deterministic pool / targets / eval splits of BIG-bench, written as chat-format JSONL.
+"""Deterministic pool / targets / eval splits of BIG-bench-format tasks, as chat-format JSONL.
+
+The task folders are BIG-bench's own or the OpenAI evals registry converted to that format
+(:mod:`demo.sources.choice`); both are read the same way.
 
 :func:`build_bigbench_splits` writes, into one directory published by rename:
 
@@ -128,10 +131,16 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def _source_fingerprint(tasks_dir: Path) -> dict[str, Any]:
+    """The source file (name, sha256) the task folders came from, plus the converter's
+    version for converted sources (the OpenAI evals registry), so changing the conversion
+    rebuilds the splits; BIG-bench's marker has none, which keeps its requests unchanged."""
     marker = tasks_dir / TASKS_MARKER
     if marker.is_file():
         info = json.loads(marker.read_text(encoding="utf-8"))
-        return {"sdist": info.get("sdist"), "sha256": info.get("sha256")}
+        found = {"sdist": info.get("sdist"), "sha256": info.get("sha256")}
+        if "converter" in info:
+            found["converter"] = info["converter"]
+        return found
     return {"sdist": None, "sha256": None}
 
 

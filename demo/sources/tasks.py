@@ -25,6 +25,7 @@ from less_core.errors import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 #: BIG-bench keywords of tasks that are not plain English text; never auto-picked for the pool.
+#: The OpenAI evals conversion marks its non-English tasks with "non-English" / "translation".
 EXCLUDED_KEYWORDS = frozenset(
     {"non-language", "non-English", "multilingual", "low-resource language", "translation"}
 )
