@@ -306,18 +306,6 @@ class QueryEngine:
             out.append(tok)
         return out
 
-    def resolve(self, config: SelectionConfig) -> tuple[tuple[str, ...], tuple[float, ...], int]:
-        """Checkpoint names (manifest order), their weights and k for a selection config.
-
-        Raises:
-            CheckpointNotFoundError: an unknown checkpoint name.
-            ConfigError: k larger than the pool, or a fraction selecting no row.
-        """
-        names, weights = self.store.manifest.weights(
-            list(config.checkpoints) if config.checkpoints else None
-        )
-        return tuple(names), tuple(float(w) for w in weights), config.resolve_k(self.n)
-
     def prepare(
         self,
         examples: Sequence[Example],
