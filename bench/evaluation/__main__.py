@@ -13,6 +13,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import torch
+
 from bench.evaluation.plan import (
     SCALES,
     SETTINGS,
@@ -20,6 +22,7 @@ from bench.evaluation.plan import (
     SOURCES,
     Scale,
     count_units,
+    predict_s,
     scale_for,
 )
 from bench.evaluation.plots import plot
@@ -64,6 +67,13 @@ def parser() -> argparse.ArgumentParser:
         help="results path without suffix (default bench/results/evaluate for full, "
         "bench/results/evaluate_SCALE otherwise)",
     )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's choice; 1 can be faster on a machine shared with "
+        "other jobs, where waiting threads stall every small op)",
+    )
     ap.add_argument("--plan", action="store_true", help="print the scale's plan and exit")
     return ap
 
@@ -85,6 +95,12 @@ def _plan_lines(scale: Scale) -> list[str]:
             f"per selection training, {scale.steps(sizes[setting])} for the whole pool"
         )
     lines.append(f"units: {count_units(scale)}")
+    predicted = predict_s(scale)
+    lines.append(
+        "predicted minutes (cost model of bench.evaluation.plan, 2-core CPU): "
+        + ", ".join(f"{kind} {s / 60:.1f}" for kind, s in predicted.items())
+        + f"; total {sum(predicted.values()) / 60:.0f}"
+    )
     return lines
 
 
@@ -96,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s", line)
         return EXIT_OK
     scale = _scale(ns)
+    if ns.threads:
+        torch.set_num_threads(ns.threads)
     default_out = "bench/results/evaluate" + ("" if ns.scale == "full" else f"_{ns.scale}")
     out = Path(ns.out or default_out)
     options = RunOptions(

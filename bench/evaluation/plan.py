@@ -178,6 +178,69 @@ def scale_for(name: str, source: str = SOURCE_BIGBENCH) -> Scale:
     return SCALES[name].with_targets(TARGET_TASKS[(name, source)])
 
 
+@dataclass(frozen=True)
+class CostModel:
+    """Seconds per example of each kind of work, measured on the idle 2-core CPU machine with
+    SmolLM2-135M, LoRA r8 on q/k/v/o of the last 4 of 30 layers, ~110-token examples, torch's
+    default threads. A machine shared with other jobs runs 2-5x slower. Only the plan's
+    prediction and the ETA (until a unit of the kind is timed) use them."""
+
+    prefix: float = field(default=0.10, metadata={"help": "the 26 frozen layers, one sequence"})
+    warmup: float = field(default=0.25, metadata={"help": "HF Trainer step share, full model"})
+    featurize_sparse: float = field(default=0.145, metadata={"help": "per row and checkpoint"})
+    featurize_dense: float = field(default=0.255, metadata={"help": "per row and checkpoint"})
+    train: float = field(default=0.043, metadata={"help": "top-layer forward+backward, per row"})
+    evaluate: float = field(default=0.017, metadata={"help": "top-layer forward, per sequence"})
+    target_gradient: float = field(default=0.15, metadata={"help": "per target and checkpoint"})
+    options_per_question: float = field(default=4.0, metadata={"help": "mean options scored"})
+
+
+COSTS = CostModel()
+
+
+def estimate_unit_s(scale: Scale, costs: CostModel = COSTS) -> dict[str, float]:
+    """Predicted seconds of one unit of each kind (means over the scale's units)."""
+    sizes = scale.pool_sizes()
+    n_pool = sum(sizes.values()) / len(sizes)
+    k = scale.k(int(n_pool))
+    n_task = len(scale.target_tasks)
+    per_task_eval = scale.n_eval_per_task * (1 + costs.options_per_question)
+    ckpts = scale.warmup_epochs
+    return {
+        "prefix": costs.prefix
+        * (sizes[IN_POOL] + n_task * (scale.n_targets_per_task + per_task_eval))
+        / (1 + n_task),
+        "warmup": costs.warmup * scale.warmup_fraction * n_pool * scale.warmup_epochs,
+        "datastore": costs.featurize_sparse * n_pool * ckpts,
+        "datastore_dense": costs.featurize_dense * sizes[IN_POOL] * ckpts,
+        "selection": costs.target_gradient * scale.n_targets_per_task * (ckpts + 1) + 1.0,
+        "training": costs.train * k * scale.train_epochs + costs.evaluate * per_task_eval,
+        "base": costs.evaluate * per_task_eval,
+        "whole_pool": costs.train * n_pool * scale.train_epochs
+        + costs.evaluate * per_task_eval * n_task,
+        "fidelity": costs.target_gradient * 56 + 60.0,
+    }
+
+
+def predict_s(scale: Scale, costs: CostModel = COSTS) -> dict[str, float]:
+    """Predicted seconds per kind of unit for the whole scale (identical selections not
+    deduplicated, so an upper bound on trainings)."""
+    per = estimate_unit_s(scale, costs)
+    units = count_units(scale)
+    dense = units["datastore"] - len(SETTINGS) * len(scale.seeds)
+    return {
+        "prefix": per["prefix"] * (1 + len(scale.target_tasks)),
+        "warmup": per["warmup"] * units["warmup"],
+        "datastore": per["datastore"] * (units["datastore"] - dense)
+        + per["datastore_dense"] * dense,
+        "selection": per["selection"] * units["selection"],
+        "training": per["training"] * units["training"],
+        "base": per["base"] * len(scale.target_tasks),
+        "whole_pool": per["whole_pool"] * len(SETTINGS) * len(scale.seeds),
+        "fidelity": per["fidelity"],
+    }
+
+
 def count_units(scale: Scale) -> dict[str, int]:
     """How many units of each kind the scale runs (upper bounds: identical selections of two
     methods share one training)."""

@@ -45,6 +45,7 @@ from bench.evaluation.plan import (
     WHOLE_POOL,
     Scale,
     count_units,
+    estimate_unit_s,
 )
 from bench.evaluation.train import EvalSet, LoraRunner
 from bench.evaluation.units import Progress, UnitCache, unit_key
@@ -117,9 +118,10 @@ class Evaluation:
         self.root = options.cache_dir
         planned = count_units(self.scale)
         planned["prefix"] = 1 + len(self.scale.target_tasks)
+        planned["base"] = len(self.scale.target_tasks)
         planned["whole_pool"] = len(SETTINGS) * len(self.scale.seeds)
         planned["fidelity"] = 1
-        self.progress = Progress(planned)
+        self.progress = Progress(planned, estimate_unit_s(self.scale))
         self.cache = UnitCache(self.root / "units", self.progress)
         log.info("plan (%s scale): %s", self.scale.name, self.progress.counts())
 
@@ -186,18 +188,20 @@ class Evaluation:
             usable = set(kept(task_tokens))
             store = self._prefix(f"task-{task}", [r["id"] for r in all_rows], task_tokens)
             at = {r["id"]: i for i, r in enumerate(all_rows)}
-            self.targets[task] = targets
+            # Rows whose response is truncated away have no loss: no method queries with them
+            # (the engine refuses such targets), no question is scored with them.
+            self.targets[task] = [r for r in targets if at[r["id"]] in usable]
             self.evalsets[task] = EvalSet(
                 task=task,
                 store=store,
                 eval_rows=tuple(at[r["id"]] for r in evals if at[r["id"]] in usable),
                 option_rows={r["id"]: at[r["id"]] for r in options},
-                groups=tuple(groups),
+                groups=tuple(g for g in groups if all(at[i] in usable for i in g.option_ids)),
             )
         self.base = {
             task: self.cache.run(
-                "training",
-                f"base-{task}",
+                "base",
+                task,
                 {**self.base_key, "base_model": task},
                 lambda task=task: self._eval_base(task),
             )
@@ -347,7 +351,8 @@ class Evaluation:
 
     def _target_reps(self, task: str) -> dict[str, Any]:
         store = self.evalsets[task].store
-        return self.runner.representations(store, range(len(self.targets[task])))
+        at = {row_id: i for i, row_id in enumerate(store.ids)}
+        return self.runner.representations(store, [at[r["id"]] for r in self.targets[task]])
 
     # --- trainings ----------------------------------------------------------------------------
 

@@ -22,16 +22,6 @@ from indexer.fsutil import atomic_write_json
 log = logging.getLogger(__name__)
 
 KEY_CHARS = 16
-#: Seconds a unit of each kind is assumed to take before one has been timed in this run
-#: (measured on the 2-core CPU machine at the full scale; only the ETA uses them).
-DEFAULT_UNIT_S: dict[str, float] = {
-    "prefix": 240.0,
-    "warmup": 60.0,
-    "datastore": 280.0,
-    "selection": 8.0,
-    "training": 10.0,
-    "whole_pool": 120.0,
-}
 
 
 def unit_key(payload: Any) -> str:
@@ -46,6 +36,7 @@ class UnitCache:
     def __init__(self, root: Path, progress: Progress | None = None):
         self.root = Path(root)
         self.progress = progress
+        self._counted: set[Path] = set()  # a unit asked for twice in one run counts once
 
     def path(self, kind: str, name: str, payload: Any) -> Path:
         """Where the unit's result lives (whether or not it exists yet)."""
@@ -79,8 +70,9 @@ class UnitCache:
         path = self.path(kind, name, payload)
         stored = self.load(path)
         if stored is not None:
-            if self.progress is not None:
+            if self.progress is not None and path not in self._counted:
                 self.progress.skipped(kind)
+            self._counted.add(path)
             return stored["result"]
         t0 = time.monotonic()
         result = compute()
@@ -90,6 +82,7 @@ class UnitCache:
         atomic_write_json(path, {**record, "result": result})
         if self.progress is not None:
             self.progress.done(kind, seconds, name)
+        self._counted.add(path)
         return result
 
     def seconds_by_kind(self) -> dict[str, dict[str, float]]:
@@ -109,11 +102,17 @@ class Progress:
     """Counts units per kind against the plan and logs done/total with an ETA.
 
     The ETA is the remaining units of each kind times the mean seconds of that kind's units
-    timed in this process (``DEFAULT_UNIT_S`` until one is), summed over kinds.
+    timed in this process (``expected_s`` of the kind until one is), summed over kinds.
     """
 
-    def __init__(self, planned: dict[str, int], logger: logging.Logger | None = None):
+    def __init__(
+        self,
+        planned: dict[str, int],
+        expected_s: dict[str, float] | None = None,
+        logger: logging.Logger | None = None,
+    ):
         self.planned = dict(planned)
+        self.expected_s = dict(expected_s or {})
         self.finished = dict.fromkeys(planned, 0)
         self.timed: dict[str, list[float]] = {}
         self.t0 = time.monotonic()
@@ -151,7 +150,7 @@ class Progress:
         for kind, planned in self.planned.items():
             left = max(0, planned - self.finished.get(kind, 0))
             times = self.timed.get(kind)
-            mean = sum(times) / len(times) if times else DEFAULT_UNIT_S.get(kind, 10.0)
+            mean = sum(times) / len(times) if times else self.expected_s.get(kind, 0.0)
             total += left * mean
         return total
 
