@@ -71,7 +71,12 @@ from indexer.model_io import (
     resolve_device,
 )
 from indexer.optimizer_files import load_adam_state
-from indexer.pool_metadata import FieldInfo, iter_record_file, write_pool_metadata
+from indexer.pool_metadata import (
+    METADATA_FORMAT,
+    FieldInfo,
+    iter_record_file,
+    write_pool_metadata,
+)
 from indexer.progress import Progress
 from indexer.tokenized_pool import METADATA_ROWS, TokenizedPool, tokenize_pool
 from less_core.config import AdamFeatureConfig, ProjectionConfig, TokenizationConfig
@@ -192,6 +197,9 @@ def metadata_info(fields: list[FieldInfo]) -> MetadataInfo:
 def build_key(req: BuildRequest, pool_sha: str, model_sha: str, ckpt_records: list[dict]) -> str:
     payload = {
         "format": FORMAT_VERSION,
+        # Versions built before pool metadata was stored hash without it: rebuilding one with
+        # the same inputs makes a new version that has metadata/ instead of finding the old.
+        "metadata_format": METADATA_FORMAT,
         "pool_sha256": pool_sha,
         "model_sha256": model_sha,
         "checkpoints": ckpt_records,

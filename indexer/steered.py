@@ -39,12 +39,15 @@ from less_core.steering import (
 
 Balance = Literal["none", "subtask"]
 
-MAX_GUARDED_ROWS = 20_000
-"""Most rows a request with ``max_similarity`` may select: the guard compares each candidate
-with every row taken so far (k² inner products of C·P values)."""
+GUARD_MAX_WORK = 2e10
+"""Most multiply-adds the near-duplicate guard may spend on one request: it compares each
+offered row with every row taken so far (about k²/2 · C·P for k rows, more when rows are
+refused), one matrix-vector product at a time in the single worker thread. 2e10 is some 10-20 s
+of a CPU core; a request that needs more is refused (up front when its k alone needs more)."""
 
-EXPLAIN_BLOCK_ROWS = 4096
-"""Rows whose stored features are read at once to explain them (bounded memory)."""
+EXPLAIN_BLOCK_ROWS = 512
+"""Rows whose stored features are read at once to explain them: (rows, C·P) float32 blocks,
+64 MiB at C·P = 32,768."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ def resolve_eligible(store: Datastore, config: SelectionConfig, steering: Steeri
         DataError: a filter on a datastore without metadata, an unknown field or a value of the
             wrong kind, a filter no row passes, a budget below every eligible row's tokens.
         ConfigError: k above the eligible rows, a fraction selecting none, a guarded selection
-            above ``MAX_GUARDED_ROWS``.
+            whose k alone needs more than ``GUARD_MAX_WORK`` comparisons.
     """
     mask = None
     n_pass = store.n
@@ -150,12 +153,21 @@ def resolve_eligible(store: Datastore, config: SelectionConfig, steering: Steeri
                 f"({fewest} tokens)"
             )
         k = min(k, steering.token_budget // fewest)
-    if steering.max_similarity is not None and k > MAX_GUARDED_ROWS:
-        raise ConfigError(
-            f"max_similarity guards at most {MAX_GUARDED_ROWS} rows; this request may take {k} "
-            "(ask for fewer rows or drop max_similarity)"
-        )
+    explicit_size = config.k is not None or config.fraction is not None
+    if steering.max_similarity is not None and explicit_size:
+        n_ckpt = len(config.checkpoints) if config.checkpoints else len(store.checkpoint_names)
+        work = guard_work(k, n_ckpt * store.manifest.features.dim)
+        if work > GUARD_MAX_WORK:
+            raise ConfigError(
+                f"max_similarity over {k} rows needs about {work:.2g} comparisons, more than "
+                f"this service's {GUARD_MAX_WORK:.2g}: ask for fewer rows or drop max_similarity"
+            )
     return Eligible(k=k, mask=mask, n_candidates=n_pass)
+
+
+def guard_work(k: int, dim: int) -> float:
+    """Multiply-adds the near-duplicate guard needs at least to take k rows of ``dim`` values."""
+    return k * (k - 1) / 2 * dim
 
 
 @dataclass(frozen=True)
@@ -258,9 +270,8 @@ class SteeredPlan:
         tokens = None if metadata is None else metadata.n_tokens
         accept = None
         if self.steering.max_similarity is not None:
-            # k + 1: the row that stops the walk at the budget was accepted before it was costed.
             guard = NearDuplicateGuard(
-                self.steering.max_similarity, self.eligible.k + 1, self.queries.shape[1]
+                self.steering.max_similarity, self.queries.shape[1], GUARD_MAX_WORK
             )
             features = [store.features(name) for name in self.checkpoints]
 

@@ -65,26 +65,52 @@ class NearDuplicateGuard:
     """Refuses a row whose similarity to an accepted row exceeds ``max_similarity``.
 
     Similarity is the checkpoint-weighted cosine Σ_c w_c <f_c(a), f_c(b)> (1 for identical
-    rows, since every f_c is unit norm and the weights sum to 1).
+    rows, since every f_c is unit norm and the weights sum to 1). Every offer is compared with
+    every row accepted so far, so the work grows with (offers × accepted × dim); past
+    ``max_work`` multiply-adds the guard stops with a ``GuardBudgetError`` instead of holding
+    the caller for minutes.
     """
 
-    def __init__(self, max_similarity: float, capacity: int, dim: int):
+    def __init__(self, max_similarity: float, dim: int, max_work: float = float("inf")):
         self.max_similarity = max_similarity
-        self._kept = torch.empty(capacity, dim, dtype=torch.float32)
+        self.max_work = max_work
+        self.work = 0.0
+        self._kept = torch.empty(64, dim, dtype=torch.float32)
         self._n = 0
+
+    @property
+    def n_accepted(self) -> int:
+        return self._n
 
     def offer(self, vector: torch.Tensor) -> bool:
         """True (and remembered) unless ``vector`` (C·P,) from ``weighted_concat`` is too close
-        to one accepted before."""
+        to one accepted before.
+
+        Raises:
+            GuardBudgetError: the comparisons so far exceed ``max_work``.
+        """
         if self._n:
+            self.work += self._n * vector.numel()
+            if self.work > self.max_work:
+                raise GuardBudgetError(
+                    f"max_similarity={self.max_similarity}: the near-duplicate guard needed more "
+                    f"than {self.max_work:.3g} comparisons ({self._n} rows taken so far); ask "
+                    "for fewer rows or a higher max_similarity"
+                )
             sims = self._kept[: self._n] @ vector
             if float(sims.max()) > self.max_similarity:
                 return False
-        if self._n == self._kept.shape[0]:
-            raise ConfigError("near-duplicate guard is full")
+        if self._n == self._kept.shape[0]:  # grow by doubling: accepted rows are not known ahead
+            grown = torch.empty(2 * self._n, self._kept.shape[1], dtype=torch.float32)
+            grown[: self._n] = self._kept
+            self._kept = grown
         self._kept[self._n] = vector
         self._n += 1
         return True
+
+
+class GuardBudgetError(ConfigError):
+    """The near-duplicate guard would need more comparisons than it is allowed."""
 
 
 @dataclass(frozen=True)

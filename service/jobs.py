@@ -43,6 +43,7 @@ from less_wire import (
     Job,
     SelectRequest,
     code_for_status,
+    selection_lines,
     selection_records,
 )
 from service.errors import ServiceError, less_error_status
@@ -138,7 +139,8 @@ class JobStore:
             ServiceError: 429 with Retry-After when ``limits`` would be exceeded.
         """
         job_id, now = uuid.uuid4().hex, _now()
-        body, n_targets = request.model_dump_json(), len(request.targets)
+        # Avoid examples cost gradients like targets: they count against the same limit.
+        body, n_targets = request.model_dump_json(), len(request.targets) + len(request.avoid or [])
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")  # the count and the insert in one transaction
             if limits is not None:
@@ -233,7 +235,20 @@ class JobStore:
             ).fetchone()
         if row is None:
             return None
-        return row["id"], row["datastore"], SelectRequest.model_validate_json(row["request"])
+        try:
+            request = SelectRequest.model_validate_json(row["request"])
+        except ValueError as exc:
+            # A stored request that no longer reads back (saved by an older version, or a
+            # damaged row) must not stop the queue behind it: it fails alone.
+            log.error("job %s: its stored request does not validate: %s", row["id"], exc)
+            self.update(
+                row["id"],
+                status="failed",
+                error_code=ErrorCode.INVALID_REQUEST.value,
+                error_message="the stored request could not be read back; submit it again",
+            )
+            return self.next_queued()
+        return row["id"], row["datastore"], request
 
     def result_path(self, job_id: str) -> Path:
         return self.results_dir / f"{job_id}.jsonl"
@@ -399,9 +414,7 @@ class JobRunner:
                         self.store.update(job_id, status="queued", attempts=attempt - 1)
                         return
             selected = selected_examples(selection, request.return_scores)
-            self.store.write_result(
-                job_id, (r.model_dump_json() for r in selection_records(selected))
-            )
+            self.store.write_result(job_id, selection_lines(selection_records(selected)))
         except ServiceError as exc:
             self._fail(job_id, exc.code, exc.message)
         except LessError as exc:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from indexer.query import QueryEngine, Selection
@@ -165,7 +165,15 @@ class Selector:
         eligible = resolve_eligible(store, config, steering)
         k = eligible.k
         if self.settings.max_k is not None and k > self.settings.max_k:
-            raise invalid(f"k={k} exceeds this service's limit of {self.settings.max_k}; use a job")
+            if request.k is None and request.fraction is None:
+                # A token budget alone: k is only its upper bound, the walk usually stops far
+                # earlier; the service's limit caps the rows instead of refusing.
+                k = self.settings.max_k
+                eligible = replace(eligible, k=k)
+            else:
+                raise invalid(
+                    f"k={k} exceeds this service's limit of {self.settings.max_k}; use a job"
+                )
         names, weights = store.manifest.weights(list(config.checkpoints or ()) or None)
         return Prepared(
             name,
@@ -225,7 +233,13 @@ class Selector:
     async def select(self, name: str, request: SelectRequest, team: Team) -> SelectResponse:
         """Answers a select from the cache or through the worker, within the request timeout."""
         start = time.perf_counter()
-        prepared = self.prepare(name, request)
+        # Off the event loop: a filter over a large pool takes a while.
+        prepared = await asyncio.to_thread(self.prepare, name, request)
+        if request.explain and prepared.k > self.settings.max_explained_rows:
+            raise invalid(
+                f"explain is answered for at most {self.settings.max_explained_rows} rows in a "
+                f"select; this one may return {prepared.k}: use a job (POST .../jobs)"
+            )
         key = cache_key(name, prepared.version, request)
         hit = self.cache.get(key)
         if hit is not None:
@@ -252,16 +266,19 @@ class Selector:
                         504,
                         f"selection took longer than {self.settings.request_timeout_s} s",
                     ) from None
+            # Many rows make many models: built off the event loop.
+            selected = await asyncio.to_thread(selected_examples, selection, request.return_scores)
             total = (time.perf_counter() - start) * 1000
             response = SelectResponse(
                 datastore=name,
                 datastore_version=prepared.version,
-                selected=selected_examples(selection, request.return_scores),
+                selected=selected,
                 n_candidates=selection.n_candidates,
                 n_tokens=selection.n_tokens,
                 timings=clock.timings(item, selection, total),
             )
-            self.cache.put(key, response)
+            if len(selected) <= self.settings.cache_max_rows:
+                self.cache.put(key, response)
         self._log_usage(team, prepared, response)
         return response
 

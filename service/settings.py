@@ -92,6 +92,18 @@ class ServiceSettings(BaseSettings):
         description="Tokens per target at most; default the datastore's max_length.",
     )
     max_k: int | None = Field(default=None, ge=1, description="Largest k a select may ask for.")
+    max_explained_rows: int = Field(
+        default=1000,
+        ge=1,
+        description="Most rows a select may explain (an explanation is ~1 KB of JSON per row); "
+        "larger explained selections run as jobs, whose results stream from disk.",
+    )
+    cache_max_rows: int = Field(
+        default=10_000,
+        ge=0,
+        description="Selections with more rows than this are not kept in the response cache "
+        "(it is bounded by entries, so large answers would make it large).",
+    )
     max_body_bytes: int = Field(
         default=8 * 1024 * 1024,
         ge=1024,

@@ -102,6 +102,13 @@ def selection_records(selected: Iterable[SelectedExample]) -> Iterator[Selection
         )
 
 
+def selection_lines(records: Iterable[SelectionRecord]) -> Iterator[str]:
+    """Each record as its JSON line (no newline), `explanation` only where there is one: the
+    one spelling of a selection file's lines (CLIs and job results)."""
+    for record in records:
+        yield record.model_dump_json(exclude=_no_explanation(record))
+
+
 def write_selected_ids(selected: Iterable[SelectedExample], out: Output) -> int:
     """Writes a selection as JSONL lines `{"rank", "id", "score", "subtask"}`.
 
@@ -117,8 +124,8 @@ def write_selected_ids(selected: Iterable[SelectedExample], out: Output) -> int:
     """
     count = 0
     with _open_output(out) as stream:
-        for record in selection_records(selected):
-            stream.write(record.model_dump_json(exclude=_no_explanation(record)) + "\n")
+        for line in selection_lines(selection_records(selected)):
+            stream.write(line + "\n")
             count += 1
     return count
 

@@ -205,6 +205,11 @@ class SearchOptions(_Request):
 MetadataValue = str | int | float | bool
 """A value of a pool metadata field (as stored at build time)."""
 
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+"""A float that is a number: JSON's 1e400 parses as infinity, which no stored value equals and
+which JSON cannot write back (a saved job request must read back as it was sent)."""
+FilterValue = StrictStr | StrictInt | StrictBool | FiniteFloat
+
 
 class FieldCondition(_Request):
     """A condition on one pool metadata field; all the conditions given must hold.
@@ -217,17 +222,15 @@ class FieldCondition(_Request):
     # On the wire the set condition is `in` (a Python keyword, hence the attribute `in_`).
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
-    eq: StrictStr | StrictInt | StrictBool | float | None = Field(
-        default=None, description="The field equals this value."
-    )
-    in_: list[StrictStr | StrictInt | StrictBool | float] | None = Field(
+    eq: FilterValue | None = Field(default=None, description="The field equals this value.")
+    in_: list[FilterValue] | None = Field(
         default=None,
         alias="in",
         min_length=1,
         max_length=MAX_FILTER_VALUES,
         description="The field equals one of these values.",
     )
-    not_in: list[StrictStr | StrictInt | StrictBool | float] | None = Field(
+    not_in: list[FilterValue] | None = Field(
         default=None,
         min_length=1,
         max_length=MAX_FILTER_VALUES,
@@ -245,8 +248,6 @@ class FieldCondition(_Request):
             for v in (self.eq, self.in_, self.not_in, self.gt, self.gte, self.lt, self.lte)
         ):
             raise ValueError("a condition needs one of eq, in, not_in, gt, gte, lt, lte")
-        if isinstance(self.eq, float) and self.eq != self.eq:
-            raise ValueError("eq must not be NaN")
         return self
 
 

@@ -34,10 +34,13 @@ async def create_job(
     services: ServicesDep,
 ) -> Job:
     """Queues a selection (e.g. 5 % of a large pool); poll it, then download its JSONL."""
-    prepared = selector.prepare(name, body)  # refuse a bad request now, not as a failed job later
+    # Refuse a bad request now, not as a failed job later; off the event loop (a filter over a
+    # large pool takes a while).
+    prepared = await asyncio.to_thread(selector.prepare, name, body)
     if prepared.engine is not None:  # the token limits too (cheap, bounded by the limit)
         max_tokens = services.registry.max_target_tokens(name)
         await asyncio.to_thread(prepared.engine.tokenize_targets, prepared.examples, max_tokens)
+        await asyncio.to_thread(prepared.engine.tokenize_avoid, prepared.avoid, max_tokens)
     limits = JobLimits.from_settings(services.settings)  # 429 beyond the team's job limits
     job = await asyncio.to_thread(services.jobs.create, team.name, name, body, limits)
     services.job_runner.notify()

@@ -6,6 +6,7 @@ import torch
 
 from less_core.errors import ConfigError
 from less_core.steering import (
+    GuardBudgetError,
     NearDuplicateGuard,
     Ranking,
     explain_rows,
@@ -77,10 +78,22 @@ def test_walk_refused_rows_are_never_offered_again():
 def test_guard_refuses_rows_above_the_threshold():
     f = [torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])]
     g = weighted_concat(f, [1.0])
-    guard = NearDuplicateGuard(0.9, capacity=3, dim=2)
+    guard = NearDuplicateGuard(0.9, dim=2)
     assert guard.offer(g[0]) and guard.offer(g[2])
-    guard = NearDuplicateGuard(0.7, capacity=3, dim=2)
+    guard = NearDuplicateGuard(0.7, dim=2)
     assert guard.offer(g[0]) and not guard.offer(g[1])  # cos 0.8 > 0.7
+
+
+def test_guard_grows_and_stops_past_its_work_budget():
+    g = torch.Generator().manual_seed(3)
+    rows = torch.nn.functional.normalize(torch.randn(200, 4, generator=g), dim=1)
+    guard = NearDuplicateGuard(1.0, dim=4)  # refuses nothing: every row is kept
+    assert all(guard.offer(r) for r in rows) and guard.n_accepted == 200
+    assert guard.work == 4 * sum(range(200))
+    small = NearDuplicateGuard(1.0, dim=4, max_work=4 * 10)
+    with pytest.raises(GuardBudgetError, match="max_similarity"):
+        for r in rows:
+            small.offer(r)
 
 
 def test_weighted_concat_inner_products_are_weighted_cosines():

@@ -328,11 +328,12 @@ def test_steered_requests_batched_equal_alone(engine):
         (Steering(filter={"task": Condition(gt=3)}), SelectionConfig(k=1), "task"),
         (Steering(filter={"task": Condition(eq="add")}), SelectionConfig(k=13), "pass the filter"),
         (Steering(token_budget=1), SelectionConfig(), "smallest eligible row"),
-        (Steering(max_similarity=0.5), SelectionConfig(k=11), "guards at most"),
+        (Steering(max_similarity=0.5), SelectionConfig(k=11), "comparisons"),
     ],
 )
 def test_steering_errors_are_clear(engine, steering, config, message, monkeypatch):
-    monkeypatch.setattr("indexer.steered.MAX_GUARDED_ROWS", 10)
+    # k = 11 rows of 2 checkpoints x 256 values need 28,160 comparisons: over a budget of 20,000
+    monkeypatch.setattr("indexer.steered.GUARD_MAX_WORK", 20_000)
     with pytest.raises((DataError, ConfigError), match=message):
         engine.prepare(examples(), config, steering=steering)
 
@@ -375,3 +376,13 @@ def test_filtered_request_on_an_approximate_sharded_datastore_is_exact(ivf_engin
     )[0]
     assert sel.rows == ref.ranking(ref.score, mask)[:12]
     assert [e.metadata["task"] for e in sel.explanations] == ["count"] * 12
+
+
+def test_guard_work_is_bounded_during_the_walk(engine, monkeypatch):
+    """A budget-only request has no k to check up front: the guard stops itself mid-walk."""
+    monkeypatch.setattr("indexer.steered.GUARD_MAX_WORK", 5_000)
+    query = engine.prepare(
+        examples(), SelectionConfig(), steering=Steering(token_budget=10_000, max_similarity=0.99)
+    )
+    with pytest.raises(ConfigError, match="comparisons"):
+        engine.select_many([query])

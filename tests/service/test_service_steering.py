@@ -146,3 +146,56 @@ def test_fields_describe_the_pool(client, pool_path):
     assert "task" in summary["fields"] and summary["size_bytes"] > 0 and summary["n_shards"] == 1
     assert client.get("/v1/datastores/other/fields", headers=auth("alpha")).status_code == 404
     assert client.get("/v1/datastores/tiny/fields").status_code == 401
+
+
+def test_infinite_filter_values_are_refused(client):
+    """JSON's 1e400 parses as infinity: refused at the wire (a stored job request must read
+    back as it was sent)."""
+    for route in ("select", "jobs"):
+        response = client.post(
+            f"/v1/datastores/tiny/{route}",
+            headers={**auth("alpha"), "Content-Type": "application/json"},
+            content=b'{"targets": [{"prompt": "a", "completion": "b"}], "k": 1, '
+            b'"filter": {"n_tokens": {"not_in": [1e400]}}}',
+        )
+        assert response.status_code == 422, response.text
+        assert "filter.n_tokens.not_in" in response.json()["error"]["message"]
+
+
+def test_a_stored_job_request_that_does_not_read_back_fails_alone(tmp_path):
+    """A queued job whose stored request no longer validates fails with a reason instead of
+    stopping the queue: the next queued job is handed out."""
+    from service.jobs import JobStore
+
+    store = JobStore(tmp_path)
+    bad = store.create("alpha", "tiny", SelectRequest(targets=TARGETS, k=1))
+    good = store.create("alpha", "tiny", SelectRequest(targets=TARGETS, k=2))
+    with store._db() as db:
+        db.execute("UPDATE jobs SET request = ? WHERE id = ?", ('{"targets": []}', bad.id))
+    job_id, _, request = store.next_queued()
+    assert job_id == good.id and request.k == 2
+    failed = store.get(bad.id, "alpha")
+    assert failed.status == "failed" and "read back" in failed.error.message
+
+
+def test_explained_selects_are_capped_jobs_are_not(datastore_root, tiny_model_dir, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from tests.service.conftest import make_settings, wait_ready
+
+    settings = make_settings(
+        datastore_root, tiny_model_dir, tmp_path, max_explained_rows=5, max_k=10
+    )
+    with TestClient(create_app(settings)) as capped:
+        wait_ready(capped)
+        body = {"targets": TARGETS, "k": 6, "explain": True}
+        response = capped.post("/v1/datastores/tiny/select", headers=auth("alpha"), json=body)
+        assert response.status_code == 400 and "use a job" in response.json()["error"]["message"]
+        job = capped.post("/v1/datastores/tiny/jobs", headers=auth("alpha"), json=body).json()
+        assert wait_job(capped, job["id"])["status"] == "succeeded"
+        # A token budget alone: its upper bound on rows is capped by max_k, not refused.
+        budget = {"targets": TARGETS, "token_budget": 10_000}
+        response = capped.post("/v1/datastores/tiny/select", headers=auth("alpha"), json=budget)
+        assert response.status_code == 200, response.text
+        assert len(response.json()["selected"]) == 10

@@ -393,14 +393,15 @@ function typedValue(text, field, op) {
 }
 
 function readFilters() {
-  const filter = {};
+  // No prototype: a field may be called "constructor" or "__proto__".
+  const filter = Object.create(null);
   for (const row of $("filters").children) {
     const field = row.querySelector(".filter-field").value;
     const op = row.querySelector(".filter-op").value;
     const raw = row.querySelector(".filter-value").value;
     if (!field) throw new Error("a filter has no field");
     if (raw.trim() === "") throw new Error(`filter on ${field}: type a value`);
-    const condition = (filter[field] ||= {});
+    const condition = (filter[field] ||= Object.create(null));
     if (op in condition) throw new Error(`filter on ${field}: the same condition twice`);
     condition[op] =
       op === "in" || op === "not_in"
@@ -608,7 +609,10 @@ function showResults(name, selected, summary) {
 }
 
 function metadataOf(row) {
-  return row.explanation?.metadata || {};
+  // n_tokens is filterable like a field but travels next to the metadata, not inside it.
+  const explanation = row.explanation;
+  if (!explanation) return {};
+  return { ...explanation.metadata, n_tokens: explanation.n_tokens };
 }
 
 function drawBars() {
