@@ -38,7 +38,8 @@ def value_table(results: dict[str, Any], key: str, setting: str, digits: int) ->
         "| task | base model | " + " | ".join(methods) + " |",
         "|---" * (len(methods) + 2) + "|",
     ]
-    for task, by_method in results[key][setting].items():
+    for task in [t for t in results["tasks"] if t in results[key][setting]]:
+        by_method = results[key][setting][task]
         base = results["base_model"][task].get(field)
         cells = [_cell(by_method[m], digits) if m in by_method else "–" for m in methods]
         base_s = f"{base:.{digits}f}" if base is not None else "–"
@@ -95,7 +96,8 @@ def markdown(results: dict[str, Any]) -> str:
     out += ["", "Share of the selection taken from the target task's own rows (in_pool):", ""]
     methods = [m for m in results["methods"] if m in next(iter(results["own_task_share"].values()))]
     out += ["| task | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
-    for task, by_method in results["own_task_share"].items():
+    for task in results["tasks"]:
+        by_method = results["own_task_share"][task]
         out.append(
             f"| {task} | " + " | ".join(_cell(by_method.get(m, []), 2) for m in methods) + " |"
         )

@@ -444,7 +444,12 @@ def run(options: RunOptions) -> dict[str, Any]:
     fid = ev.fidelity()
     measured = [c for by_seed in cells.values() for c in by_seed.values()]
     marker = ev.material.tasks_dir / TASKS_MARKER
-    source = marker.read_text(encoding="utf-8") if marker.is_file() else None
+    # The marker's scalar fields (name, hash, counts): enough to tell which material it was.
+    source = (
+        {k: v for k, v in json.loads(marker.read_text()).items() if not isinstance(v, (list, dict))}
+        if marker.is_file()
+        else None
+    )
     return assemble(
         scale=ev.scale,
         cells=cells,
