@@ -308,6 +308,8 @@ class Evaluation:
             "task": task,
             "k": k,
             "datastores": payload_stores,
+            # DSIR installed later (or removed) changes what a selection holds: redo it then.
+            "dsir": baselines.dsir_unavailable() is None,
         }
 
         def compute() -> dict[str, Any]:
