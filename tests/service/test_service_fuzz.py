@@ -12,6 +12,12 @@ from __future__ import annotations
 import logging
 
 import pytest
+
+# Imported at collection, not lazily deep inside the test: on a fresh venv pytest's assertion
+# rewriter parses schemathesis's modules when they are first imported, and parsing its
+# jsonschema strategy module deep in a test's stack (hypothesis raises the recursion limit
+# there) hits a CPython 3.11 bug: SystemError "AST constructor recursion depth mismatch".
+import schemathesis.specs.openapi.schemas  # noqa: F401
 from fastapi.testclient import TestClient
 
 from bench.fuzz import SEED, make_job, run_catalogue, run_schema_fuzz, service_settings
