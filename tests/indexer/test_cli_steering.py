@@ -13,23 +13,11 @@ import pytest
 
 from indexer.cli import main
 from tests.conftest import make_rows, write_jsonl
+from tests.indexer.test_cli import select_args
 
 
 def select(datastore, model_dir, targets, out, *extra):
-    return main(
-        [
-            "select",
-            "--datastore",
-            str(datastore),
-            "--model-dir",
-            str(model_dir),
-            "--targets",
-            str(targets),
-            "--out",
-            str(out),
-            *extra,
-        ]
-    )
+    return main(select_args(datastore, model_dir, targets, out, *extra))
 
 
 def read(path):
