@@ -18,13 +18,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shlex
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from demo.config import DemoConfig
 from demo.pipeline import prepare_all, running_service
 from indexer.cli_args import add_dataclass_args, dataclass_from_args
+from indexer.fsutil import atomic_write_json
 from indexer.jsonl import iter_jsonl
 from less_client import LessClient, LessClientError, exit_status
 from less_core.errors import LessError
@@ -139,6 +142,23 @@ def _report(
         print()
         for line in explanation_lines(rank, sel):
             print(line)
+    if config.result_json:
+        summary = {
+            "benchmark": "demo",
+            "command": "./run demo " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "target_task": config.target_task,
+            "datastore": result.datastore,
+            "datastore_version": result.datastore_version,
+            "n_pool": len(pool),
+            "n_tasks": n_tasks,
+            "n_selected": len(result.selected),
+            "n_from_target_task": len(own),
+            "n_target_task_in_pool": n_task_in_pool,
+            "share_from_target_task": share,
+            "chance": chance,
+            "selected": [s.id for s in result.selected],
+        }
+        atomic_write_json(Path(config.result_json), summary)
 
 
 def explanation_lines(rank: int, sel: SelectedExample) -> list[str]:

@@ -69,6 +69,13 @@ class DemoConfig:
     explain_top: int = field(
         default=3, metadata={"help": "rows whose explanation is printed under the table"}
     )
+    result_json: str = field(
+        default="",
+        metadata={
+            "help": "also write the selection's summary (share from the target task, chance, "
+            "the command) as JSON to this path, e.g. bench/results/demo.json"
+        },
+    )
     serve: bool = field(
         default=False,
         metadata={"help": "keep the service (and its web page at /ui) running until Ctrl-C"},
