@@ -516,16 +516,16 @@ def _run(ns, work: Path, env: dict) -> int:
         for m in ["bergson", *[f"ours/{kd}" for kd in kinds], "chance"]
     }
 
-    bergson_cmd = lambda flags, run: shlex.join(  # noqa: E731
-        [
-            str(Path(ns.bergson_venv) / "bin" / "bergson"),
-            "build",
-            run,
-            "--overwrite",
-            "true",
-            *flags,
-        ]
-    )
+    def bergson_cmd(flags: list[str], run: str) -> str:
+        # the report names the scratch dir <work> and the model dir as given, not this machine's
+        # absolute paths
+        line = shlex.join(
+            [str(Path(ns.bergson_venv) / "bin" / "bergson"), "build", run, "--overwrite", "true"]
+            + flags
+        )
+        line = line.replace(str(Path(ns.model_dir).resolve()), ns.model_dir)
+        return line.replace(str(work.resolve()), "<work>").replace(str(work), "<work>")
+
     report = {
         "benchmark": "bergson_compare",
         "command": ns.command,
