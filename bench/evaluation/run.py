@@ -179,6 +179,10 @@ class Evaluation:
         }
         self.targets: dict[str, list[dict[str, Any]]] = {}
         self.evalsets: dict[str, EvalSet] = {}
+        # What each task is measured on, derived from the split files by this code (option
+        # detection included): part of every unit that evaluates, so a change to how questions
+        # are built redoes the measurements instead of reading stale ones back.
+        self.evalset_keys: dict[str, str] = {}
         for task in scale.target_tasks:
             targets = read_rows(splits_dir / "targets" / f"{task}.jsonl")
             evals = read_rows(splits_dir / "eval" / f"{task}.jsonl")
@@ -198,11 +202,18 @@ class Evaluation:
                 option_rows={r["id"]: at[r["id"]] for r in options},
                 groups=tuple(g for g in groups if all(at[i] in usable for i in g.option_ids)),
             )
+            self.evalset_keys[task] = unit_key(
+                {
+                    "eval_rows": [all_rows[i]["id"] for i in self.evalsets[task].eval_rows],
+                    "options": [[r["id"], r["messages"][-1]["content"]] for r in options],
+                    "groups": [[g.eval_id, g.correct] for g in self.evalsets[task].groups],
+                }
+            )
         self.base = {
             task: self.cache.run(
                 "base",
                 task,
-                {**self.base_key, "base_model": task},
+                {**self.base_key, "base_model": task, "evalset": self.evalset_keys[task]},
                 lambda task=task: self._eval_base(task),
             )
             for task in scale.target_tasks
@@ -277,7 +288,8 @@ class Evaluation:
             **self.base_key,
             "setting": setting,
             "seed": seed,
-            "warmup": str(warmup),
+            # relative: the warmup dir's name holds its own key, and a moved cache stays valid
+            "warmup": str(warmup.relative_to(self.root)),
             "projection": request.projection.to_dict(),
         }
 
@@ -371,6 +383,7 @@ class Evaluation:
             "rows": rows_digest,
             "n_rows": len(row_ids),
             "tasks": list(tasks),
+            "evalsets": [self.evalset_keys[t] for t in tasks],
             "train": {
                 "epochs": scale.train_epochs,
                 "batch": scale.train_batch,

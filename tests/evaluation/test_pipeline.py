@@ -1,10 +1,13 @@
 """The whole evaluation on the tiny model and generated BIG-bench-format tasks: the results file
 has the issue's schema, and a rerun redoes only what is missing."""
 
+import dataclasses
 import json
+import shutil
 
 import pytest
 
+from bench.evaluation import run as run_module
 from bench.evaluation.plan import IN_POOL, OUT_OF_POOL, Scale
 from bench.evaluation.plots import plot
 from bench.evaluation.report import markdown
@@ -105,3 +108,22 @@ def test_a_rerun_redoes_only_missing_units(evaluated):
     changed = {p for p in after if after[p] != before.get(p)}
     assert changed == {lost, torn}
     assert third["heldout_loss"] == first["heldout_loss"]  # same inputs, same numbers
+
+
+def test_a_change_to_how_questions_are_built_redoes_the_measurements(
+    evaluated, tmp_path, monkeypatch
+):
+    """Units that evaluate are keyed by what they measure, not only by the split files: when
+    option detection changes, cached accuracies must not come back, and nothing upstream of
+    the measurements (warmups, datastores, selections) is redone."""
+    options, first = evaluated
+    assert "weekday_after" in first["accuracy"][IN_POOL]
+    copy = dataclasses.replace(options, cache_dir=tmp_path / "cache")
+    shutil.copytree(options.cache_dir, copy.cache_dir)
+    before = _units(copy.cache_dir)
+    monkeypatch.setattr(run_module, "option_rows", lambda evals, closed: ([], []))
+    changed = run(copy)
+    assert "weekday_after" not in changed["accuracy"][IN_POOL]
+    new_kinds = {p.parent.name for p in _units(copy.cache_dir) if p not in before}
+    assert {"base", "training", "whole_pool"} <= new_kinds
+    assert not new_kinds & {"warmup", "datastore", "selection"}
