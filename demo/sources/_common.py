@@ -1,4 +1,5 @@
-"""Shared by the demo's source preparers: their error, atomic directory publishing, CLI plumbing."""
+"""Shared by the demo's source preparers: their error, local-file and pin checks, atomic
+directory publishing, CLI plumbing."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from indexer.fsutil import fsync_dir, fsync_tree
-from less_core.errors import ConfigError, DataError, LessError
+from indexer.fsutil import fsync_dir, fsync_tree, sha256_file
+from less_core.errors import ConfigError, DataError, IntegrityError, LessError
 from less_wire import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE
 
 logger = logging.getLogger(__name__)
@@ -20,6 +21,32 @@ logger = logging.getLogger(__name__)
 
 class SourceError(LessError, RuntimeError):
     """Real material could not be obtained: a package is missing, a download or check failed."""
+
+
+def local_file(path: Path | None, what: str) -> Path | None:
+    """A user's local archive path as a Path (None stays None).
+
+    Raises:
+        ConfigError: the path is not a file (a usage error, not a failed download).
+    """
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} is not a file")
+    return path
+
+
+def pinned_sha256(path: Path, expected: str | None) -> str:
+    """The file's sha256, checked against the pinned one (``None`` skips the check).
+
+    Raises:
+        IntegrityError: the file's sha256 differs from ``expected``.
+    """
+    got = sha256_file(path)
+    if expected is not None and got != expected:
+        raise IntegrityError(f"{path}: sha256 {got} != expected {expected}")
+    return got
 
 
 def staging_dir(final: Path) -> Path:

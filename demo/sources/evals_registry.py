@@ -35,10 +35,16 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from demo.sources._common import SourceError, discard_dir, publish_dir, staging_dir
+from demo.sources._common import (
+    SourceError,
+    discard_dir,
+    local_file,
+    pinned_sha256,
+    publish_dir,
+    staging_dir,
+)
 from demo.sources.fetch import TASKS_MARKER
-from indexer.fsutil import atomic_write_json, sha256_file
-from less_core.errors import ConfigError, IntegrityError
+from indexer.fsutil import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -169,10 +175,7 @@ def fetch_evals_registry(
     if not force and is_converted(tasks_dir):
         logger.info("OpenAI evals tasks already converted at %s", tasks_dir)
         return tasks_dir
-    if wheel is not None:
-        wheel = Path(wheel)
-        if not wheel.is_file():  # a user's path: a usage error, not a failed download
-            raise ConfigError(f"wheel {wheel} is not a file")
+    wheel = local_file(wheel, "wheel")
     cache_dir.mkdir(parents=True, exist_ok=True)
     download_dir: Path | None = None
     if wheel is None and (cache_dir / EVALS_WHEEL).is_file():
@@ -183,9 +186,7 @@ def fetch_evals_registry(
                 tempfile.mkdtemp(prefix=f".{EVALS_PACKAGE}-download.", dir=cache_dir)
             )
             wheel = _pip_download(download_dir, index_url)
-        wheel_sha = sha256_file(wheel)
-        if expected_sha256 is not None and wheel_sha != expected_sha256:
-            raise IntegrityError(f"{wheel}: sha256 {wheel_sha} != expected {expected_sha256}")
+        wheel_sha = pinned_sha256(wheel, expected_sha256)
         if download_dir is not None and keep_wheel:
             os.replace(wheel, cache_dir / EVALS_WHEEL)
             wheel = cache_dir / EVALS_WHEEL

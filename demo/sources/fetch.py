@@ -25,10 +25,17 @@ import time
 import urllib.request
 from pathlib import Path, PurePosixPath
 
-from demo.sources._common import SourceError, discard_dir, publish_dir, staging_dir
+from demo.sources._common import (
+    SourceError,
+    discard_dir,
+    local_file,
+    pinned_sha256,
+    publish_dir,
+    staging_dir,
+)
 from demo.sources.package_index import default_index_url, resolve_on_index
-from indexer.fsutil import atomic_write_json, sha256_file
-from less_core.errors import ConfigError, IntegrityError
+from indexer.fsutil import atomic_write_json
+from less_core.errors import IntegrityError
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +91,7 @@ def fetch_bigbench_sdist(
     if not force and (tasks_dir / TASKS_MARKER).is_file():
         logger.info("BIG-bench task files already extracted at %s", tasks_dir)
         return tasks_dir
-    if sdist is not None:
-        sdist = Path(sdist)
-        if not sdist.is_file():  # a user's path: a usage error, not a failed download
-            raise ConfigError(f"sdist {sdist} is not a file")
+    sdist = local_file(sdist, "sdist")
     cache_dir.mkdir(parents=True, exist_ok=True)
     downloaded: Path | None = None
     if sdist is None:
@@ -101,9 +105,7 @@ def fetch_bigbench_sdist(
                 expected_sha256,
                 keep=keep_sdist,
             )
-    sdist_sha = sha256_file(sdist)
-    if expected_sha256 is not None and sdist_sha != expected_sha256:
-        raise IntegrityError(f"{sdist}: sha256 {sdist_sha} != expected {expected_sha256}")
+    sdist_sha = pinned_sha256(sdist, expected_sha256)
     staged = staging_dir(tasks_dir)
     try:
         started = time.perf_counter()
