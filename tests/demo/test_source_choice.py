@@ -134,9 +134,9 @@ def test_named_sources_skip_the_index(monkeypatch: pytest.MonkeyPatch, tmp_path:
         choice.choose_source("huggingface", tmp_path)
 
 
-def test_prepare_openai_evals_from_a_local_wheel(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+@pytest.fixture
+def local_evals_wheel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A generated evals wheel, no index, and the fetch without the real wheel's sha256 pin."""
     _no_index(monkeypatch)
     wheel = make_evals_wheel(tmp_path / EVALS_WHEEL)
     monkeypatch.setattr(
@@ -144,6 +144,11 @@ def test_prepare_openai_evals_from_a_local_wheel(
         "fetch_evals_registry",
         lambda cache, **kw: evals_registry.fetch_evals_registry(cache, **kw, expected_sha256=None),
     )
+    return wheel
+
+
+def test_prepare_openai_evals_from_a_local_wheel(local_evals_wheel: Path, tmp_path: Path) -> None:
+    wheel = local_evals_wheel
     source = choice.prepare_task_source("auto", tmp_path / "cache", wheel=wheel)
     assert source.name == SOURCE_OPENAI_EVALS and "local evals wheel" in source.reason
     assert source.tasks_dir == tmp_path / "cache" / EVALS_TASKS_DIRNAME
@@ -176,15 +181,12 @@ def test_each_source_has_default_targets() -> None:
 
 
 def test_cli_source_openai_evals_uses_its_default_targets(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    local_evals_wheel: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _no_index(monkeypatch)
-    wheel = make_evals_wheel(tmp_path / EVALS_WHEEL)
-    monkeypatch.setattr(
-        choice,
-        "fetch_evals_registry",
-        lambda cache, **kw: evals_registry.fetch_evals_registry(cache, **kw, expected_sha256=None),
-    )
+    wheel = local_evals_wheel
     monkeypatch.setitem(DEFAULT_TARGET_TASKS_BY_SOURCE, SOURCE_OPENAI_EVALS, ("chatty", "plain"))
     out = tmp_path / "out"
     common = ["--cache-dir", str(tmp_path / "cache"), "-q"]
