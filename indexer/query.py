@@ -44,7 +44,7 @@ from indexer.steered import (
     SteeredPlan,
     Steering,
     plan_query,
-    resolve_eligible,
+    resolve_selection,
 )
 from indexer.token_limits import TokenCounter, within_cheap_size
 from less_core.config import Aggregate, SelectionConfig
@@ -320,24 +320,22 @@ class QueryEngine:
 
         Raises:
             DataError / ConfigError: see ``tokenize_targets`` and
-                ``indexer.steered.resolve_eligible`` (filter, budget and size problems).
+                ``indexer.steered.resolve_selection`` (checkpoints, filter, budget and size
+                problems).
         """
         steering = steering or Steering()
-        names, weights = self.store.manifest.weights(
-            list(config.checkpoints) if config.checkpoints else None
-        )
-        eligible = resolve_eligible(self.store, config, steering)
+        resolved = resolve_selection(self.store, config, steering)
         return TargetQuery(
             targets=self.tokenize_targets(examples, max_tokens),
             subtasks=[ex.subtask or DEFAULT_SUBTASK for ex in examples],
-            checkpoints=tuple(names),
-            weights=tuple(float(w) for w in weights),
-            k=eligible.k,
+            checkpoints=resolved.checkpoints,
+            weights=resolved.weights,
+            k=resolved.eligible.k,
             aggregate=config.aggregate,
             search=search or SearchParams(),
             avoid=self.tokenize_avoid(avoid, max_tokens),
             steering=steering,
-            eligible=eligible,
+            eligible=resolved.eligible,
             target_ids=[ex.id or None for ex in examples],
         )
 

@@ -165,6 +165,35 @@ def resolve_eligible(store: Datastore, config: SelectionConfig, steering: Steeri
     return Eligible(k=k, mask=mask, n_candidates=n_pass)
 
 
+@dataclass(frozen=True)
+class ResolvedSelection:
+    """What a request's config resolves to against one datastore version, once, when it is
+    prepared: the checkpoints it scores with (manifest order), their renormalised weights and
+    the rows it may take."""
+
+    checkpoints: tuple[str, ...]
+    weights: tuple[float, ...]
+    eligible: Eligible
+
+
+def resolve_selection(
+    store: Datastore, config: SelectionConfig, steering: Steering
+) -> ResolvedSelection:
+    """Checkpoints, weights and eligible rows of a request (the engine's and the service's one
+    path).
+
+    Raises:
+        CheckpointNotFoundError: an unknown checkpoint name.
+        DataError / ConfigError: see ``resolve_eligible``.
+    """
+    names, weights = store.manifest.weights(list(config.checkpoints or ()) or None)
+    return ResolvedSelection(
+        tuple(names),
+        tuple(float(w) for w in weights),
+        resolve_eligible(store, config, steering),
+    )
+
+
 def guard_work(k: int, dim: int) -> float:
     """Multiply-adds the near-duplicate guard needs at least to take k rows of ``dim`` values."""
     return k * (k - 1) / 2 * dim

@@ -28,7 +28,7 @@ from typing import Any
 from indexer.query import QueryEngine, Selection
 from indexer.requests import examples_from_targets, search_params, selection_config, steering_of
 from indexer.selection_io import selected_examples
-from indexer.steered import Eligible, Steering, resolve_eligible
+from indexer.steered import Eligible, Steering, resolve_selection
 from less_core.data import Example
 from less_wire import SelectRequest, SelectResponse, Timings
 from service.auth import Team
@@ -162,8 +162,8 @@ class Selector:
             raise invalid(f"{given} given; at most {self.settings.max_targets} allowed")
         config = selection_config(request)
         steering = steering_of(request)
-        eligible = resolve_eligible(store, config, steering)
-        k = eligible.k
+        resolved = resolve_selection(store, config, steering)
+        eligible, k = resolved.eligible, resolved.eligible.k
         if self.settings.max_k is not None and k > self.settings.max_k:
             if request.k is None and request.fraction is None:
                 # A token budget alone: k is only its upper bound, the walk usually stops far
@@ -174,14 +174,13 @@ class Selector:
                 raise invalid(
                     f"k={k} exceeds this service's limit of {self.settings.max_k}; use a job"
                 )
-        names, weights = store.manifest.weights(list(config.checkpoints or ()) or None)
         return Prepared(
             name,
             store.version,
             request,
             examples_from_targets(request.targets),
-            tuple(names),
-            tuple(float(w) for w in weights),
+            resolved.checkpoints,
+            resolved.weights,
             k,
             engine,
             avoid=examples_from_targets(request.avoid or []),
